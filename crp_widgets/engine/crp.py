@@ -1,0 +1,599 @@
+"""Concept Relevance Propagation (CRP paper, Sec. 2.2) on a user's model.
+
+One forward pass per (input, model state) is recorded and cached; attributions, rankings and conditional heatmaps
+are backward passes on it. ``conditional_heatmaps`` runs the backward from the output down to the layer once and
+the k backward passes from the layer to the input as one vectorised pass.
+"""
+
+import collections
+import hashlib
+import threading
+
+import torch
+
+from .composites import default_composite
+from .errors import CRPError
+from .forward import record_forward
+from .inspection import (
+    InputSpec,
+    LayerInfo,
+    channel_axis,
+    channel_list,
+    explainable_layers,
+    resolve_layer,
+    validate_input,
+)
+from .receptive import FlatComposite, bounding_box
+from .results import Attribution, ChannelRelevance, ReceptiveField, RegionRelevance, Subconcepts
+
+
+def _digest(x):
+    """A content hash of a tensor (the forward cache key)."""
+    data = x.detach().to("cpu").contiguous()
+    return (
+        tuple(x.shape),
+        str(x.dtype),
+        str(x.device),
+        hashlib.blake2b(data.numpy().tobytes(), digest_size=16).digest(),
+    )
+
+
+def _spatial_sum(tensor, axis):
+    """Sum a ``[B, ...]`` tensor over everything but the batch and the channel ``axis`` -> ``[B, C]``."""
+    axis = axis % tensor.ndim
+    dims = [d for d in range(1, tensor.ndim) if d != axis]
+    return tensor.sum(dim=dims) if dims else tensor
+
+
+def _share(values, total):
+    """``values / total``, zero where the total vanishes."""
+    return values / total if abs(total) > 1e-12 else torch.zeros_like(values)
+
+
+class CRP:
+    """Concept Relevance Propagation on a model, with zennit rules.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model to explain. It is left exactly as found after every call.
+    composite : zennit.core.Composite, optional
+        Rules and canonizers; by default EpsilonPlusFlat with canonizers chosen by architecture (A.3).
+    layers : Iterable[str], optional
+        Extra module names to treat as concept layers (e.g. ResNet blocks), besides Conv and Linear layers.
+    cache_size : int
+        How many recorded forward passes to keep (each holds the graph of one input).
+    vectorize : bool, optional
+        Run the k backward passes of a layer's channels as one ``torch.func.vmap`` pass. By default only on GPUs:
+        on CPUs a loop over the retained graph measured faster.
+
+    Notes
+    -----
+    Conditions are ``{layer: channels}``: channels of one layer are OR-ed, layers AND-ed (Eq. 8). A condition
+    masks relevance where it flows through that layer; relevance on parallel branches (residual shortcuts) is kept.
+    ``target`` is a class index, a list of classes explained together, a 1-D integer tensor with one class per
+    sample, or ``None``: no class, the relevance starts from the activation of the topmost conditioned layer
+    (Sec. 2.3.5), or from the whole output when there are no conditions (Fig. 2a).
+    """
+
+    def __init__(self, model, composite=None, layers=(), cache_size=2, vectorize=None):
+        if not isinstance(model, torch.nn.Module):
+            raise CRPError(f"CRP explains a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.composite = composite if composite is not None else default_composite(model)
+        self._modules = dict(model.named_modules())
+        self.layer_names = explainable_layers(model)
+        for name in layers:
+            resolve_layer(name, self._modules, self.layer_names)
+            if name not in self.layer_names:
+                self.layer_names.append(name)
+        self._tapped = set(self.layer_names)
+        self._spec = InputSpec.of(model)
+        self._cache = collections.OrderedDict()
+        self._cache_size = max(1, int(cache_size))
+        self.vectorize = vectorize
+        self._audited = None
+        self._flat = FlatComposite()
+        self._lock = threading.RLock()
+
+    # ----------------------------------------------------------------------------------------------- forward cache
+
+    def _state_key(self):
+        tensors = list(self.model.parameters()) + list(self.model.buffers())
+        return tuple((t.data_ptr(), t._version) for t in tensors)
+
+    def _forward(self, x):
+        """The recorded forward pass of ``x`` (from the cache when nothing changed), and the unbatched flag."""
+        x, unbatched = validate_input(x, self.model, self._spec)
+        key = (_digest(x), self._state_key(), id(self.composite), frozenset(self._tapped), self.vectorize)
+        forward = self._cache.get(key)
+        if forward is None:
+            audit = self._audited != id(self.composite)
+            forward = record_forward(self.model, x, self.composite, sorted(self._tapped), audit=audit)
+            self._audited = id(self.composite)
+            if self.vectorize is not None:
+                forward.vectorized = bool(self.vectorize)
+            self._cache[key] = forward
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        return forward, unbatched
+
+    def clear_cache(self):
+        """Drop the recorded forward passes (and the memory their graphs hold)."""
+        with self._lock:
+            self._cache.clear()
+
+    # ---------------------------------------------------------------------------------------------- validation
+
+    def _layer(self, name, role="layer"):
+        """Validate a layer name; start tapping a module named for the first time."""
+        resolve_layer(name, self._modules, self.layer_names)
+        if name not in self._tapped:
+            self._tapped.add(name)
+        return name
+
+    def _channels(self, forward, layer, channels):
+        tap = forward.tap(layer)
+        count = tap.activation.shape[channel_axis(self._modules[layer])]
+        return channel_list(channels, layer, count)
+
+    def _conditions(self, conditions):
+        if conditions is None:
+            return {}
+        if not isinstance(conditions, dict):
+            raise CRPError(
+                "conditions must be a dict {layer name: channel or list of channels}, "
+                f"got {type(conditions).__name__}"
+            )
+        for name in conditions:
+            self._layer(name)
+        return conditions
+
+    def _validated_conditions(self, forward, conditions):
+        return {name: self._channels(forward, name, channels) for name, channels in conditions.items()}
+
+    def _mask(self, forward, layer, channels):
+        """Eq. 8/9: a 0/1 mask over ``layer``'s channel axis selecting ``channels``, broadcastable to its output."""
+        activation = forward.tap(layer).activation
+        axis = channel_axis(self._modules[layer]) % activation.ndim
+        shape = [1] * activation.ndim
+        shape[axis] = activation.shape[axis]
+        mask = torch.zeros(shape[axis], dtype=activation.dtype, device=activation.device)
+        mask[channels] = 1
+        return mask.reshape(shape)
+
+    def _masks(self, forward, conditions):
+        return {name: self._mask(forward, name, channels) for name, channels in conditions.items()}
+
+    def _channel_masks(self, forward, layer, channels):
+        """``[k, 1, C, 1, ...]``: one mask per channel, for a batched backward."""
+        return torch.stack([self._mask(forward, layer, [channel]) for channel in channels])
+
+    def _target_mask(self, forward, target):
+        """One-hot selection ``[B, n]`` of the explained output(s) (A.3: relevance starts at the output value)."""
+        output = forward.output
+        batch, outputs = output.shape[0], output.shape[1] if output.ndim > 1 else 1
+        if output.ndim < 2:
+            raise CRPError(f"the model output has shape {tuple(output.shape)}; expected [B, classes]")
+
+        def check(index):
+            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < outputs:
+                raise CRPError(
+                    f"class index {index!r} is out of range: the model has {outputs} outputs "
+                    f"(valid: 0 to {outputs - 1})"
+                )
+            return index
+
+        mask = torch.zeros(batch, outputs, dtype=output.dtype, device=output.device)
+        if isinstance(target, torch.Tensor) or (hasattr(target, "ndim") and hasattr(target, "tolist")):
+            values = torch.as_tensor(target).flatten().tolist()
+            if len(values) != batch:
+                raise CRPError(
+                    f"a tensor target gives one class per sample: expected {batch} classes, got {len(values)}"
+                )
+            for row, index in enumerate(values):
+                mask[row, check(int(index))] = 1
+        elif isinstance(target, (list, tuple)):
+            if not target:
+                raise CRPError("target is an empty list; give a class index, a list of classes, or None")
+            for index in target:
+                mask[:, check(index)] = 1
+        else:
+            mask[:, check(target)] = 1
+        return mask.reshape(mask.shape + (1,) * (output.ndim - 2))
+
+    def _start(self, forward, target, conditions, masks):
+        """Where the backward starts, and with what relevance.
+
+        From the output value (A.3) or, without a class, from the topmost conditioned layer's activation (Sec. 2.3.5).
+        """
+        if target is None and conditions:
+            top = forward.layer_order(conditions)[-1]
+            tap = forward.tap(top)
+            return tap.site, tap.activation * masks[top], top
+        output = forward.output.detach()
+        if target is None:
+            return forward.output, output, None
+        return forward.output, output * self._target_mask(forward, target), None
+
+    # ------------------------------------------------------------------------------------------------- public API
+
+    def layers(self, x):
+        """The explainable layers with their output shapes and channel counts, in forward order.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            An example input (one sample or a batch).
+
+        Returns
+        -------
+        list[LayerInfo]
+        """
+        with self._lock:
+            forward, _ = self._forward(x)
+            infos = []
+            for name in self.layer_names:
+                tap = forward.taps[name]
+                if tap.calls != 1:
+                    continue
+                axis = channel_axis(self._modules[name])
+                shape = tuple(tap.activation.shape[1:])
+                infos.append(
+                    LayerInfo(name, type(self._modules[name]).__name__, tap.activation.shape[axis], shape, tap.order)
+                )
+            return sorted(infos, key=lambda info: info.order)
+
+    def predict(self, x):
+        """The model output (logits) for ``x``, from the cached forward pass."""
+        with self._lock:
+            forward, unbatched = self._forward(x)
+            output = forward.output.detach()
+            return output[0] if unbatched else output
+
+    def attribute(self, x, target=None, conditions=None, record=()):
+        """CRP attribution of ``x`` (Eq. 8-10).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            One sample (e.g. ``[C, H, W]``) or a batch.
+        target : int, list[int], torch.Tensor or None
+            The explained class(es); see the class notes.
+        conditions : dict[str, int or list[int]], optional
+            Channels per layer (Eq. 8).
+        record : Iterable[str]
+            Layers whose relevance and activations to return.
+
+        Returns
+        -------
+        Attribution
+        """
+        with self._lock:
+            conditions = self._conditions(conditions)
+            record = [self._layer(name) for name in record]
+            forward, unbatched = self._forward(x)
+            conditions = self._validated_conditions(forward, conditions)
+            masks = self._masks(forward, conditions)
+            start, grad, _ = self._start(forward, target, conditions, masks)
+            capture = [forward.input] + [forward.tap(name).site for name in record]
+            grads = forward.backward(start, grad, capture, masks)
+            input_relevance = grads[0].detach()
+            heatmap = input_relevance.sum(dim=1) if input_relevance.ndim > 2 else input_relevance
+            maps = {name: g.detach() for name, g in zip(record, grads[1:])}
+            relevance = {name: _spatial_sum(maps[name], channel_axis(self._modules[name])) for name in record}
+            activations = {name: forward.tap(name).activation for name in record}
+            result = Attribution(
+                heatmap=heatmap,
+                input_relevance=input_relevance,
+                relevance=relevance,
+                relevance_maps=maps,
+                activations=activations,
+                prediction=forward.output.detach(),
+                target=target,
+                conditions=conditions,
+            )
+            return _unbatch(result) if unbatched else result
+
+    def _single(self, x, what):
+        forward, _ = self._forward(x)
+        if forward.input.shape[0] != 1:
+            raise CRPError(f"{what} explains one sample; got a batch of {forward.input.shape[0]}")
+        return forward
+
+    def _layer_relevance(self, forward, layer, target, conditions):
+        """Relevance arriving at ``layer`` (before its own mask), with the other conditions applied.
+
+        Returns ``(relevance, bypass)``: ``bypass`` is the input relevance that does not pass the layer (``None`` for
+        a class-free start at the layer, or when no path bypasses it). Without a class, the relevance at the layer
+        is its activation (Sec. 2.3.5).
+        """
+        key = ("layer", layer, _target_key(target), tuple(sorted((k, tuple(v)) for k, v in conditions.items())))
+        memo = forward.memo
+        if key in memo:
+            return memo[key]
+        tap = forward.tap(layer)
+        masks = self._masks(forward, conditions)
+        if target is None:
+            above = {name: c for name, c in conditions.items() if forward.tap(name).order > tap.order}
+            if above:
+                raise CRPError(
+                    f"without a target class the relevance starts at layer {layer!r} (Sec. 2.3.5), so conditions on "
+                    f"layers above it ({', '.join(sorted(above))}) cannot apply; give a target or drop them"
+                )
+            result = (tap.activation, None)
+        else:
+            start, grad, _ = self._start(forward, target, {}, masks)
+            if forward.bypasses(layer):
+                masks[layer] = torch.zeros_like(self._mask(forward, layer, []))
+                relevance, bypass = forward.backward(start, grad, [tap.output, forward.input], masks)
+                result = (relevance.detach(), bypass.detach())
+            else:
+                (relevance,) = forward.backward(start, grad, [tap.output], masks)
+                result = (relevance.detach(), None)
+        memo[key] = result
+        return result
+
+    def channel_relevance(self, x, layer, target=None, conditions=None):
+        """Rank the channels of ``layer`` by relevance for one sample (Eq. 10, Eq. 15).
+
+        Without a target, channels are ranked by their summed activation (the relevance a class-free backward
+        starts with, Sec. 2.3.5). Conditions on ``layer`` itself restrict which channels keep relevance.
+
+        Returns
+        -------
+        ChannelRelevance
+        """
+        with self._lock:
+            layer = self._layer(layer)
+            conditions = self._conditions(conditions)
+            forward = self._single(x, "channel_relevance")
+            conditions = self._validated_conditions(forward, conditions)
+            own = conditions.pop(layer, None)
+            relevance, _ = self._layer_relevance(forward, layer, target, conditions)
+            if own is not None:
+                relevance = relevance * self._mask(forward, layer, own)
+            values = _spatial_sum(relevance, channel_axis(self._modules[layer]))[0]
+            total = float(values.sum())
+            return ChannelRelevance(layer, values, _share(values, total), total, torch.argsort(values, descending=True))
+
+    def conditional_heatmaps(self, x, layer, channels, target=None, conditions=None):
+        """One conditional heatmap per channel of ``layer`` (Eq. 9), for one sample.
+
+        The forward pass and the backward pass from the output down to ``layer`` are shared; the k backward passes
+        from ``layer`` to the input run as one vectorised pass. Each heatmap equals
+        ``attribute(x, target, {**conditions, layer: [channel]}).heatmap``. Without a target, the backward starts
+        at the channel's own activation (class-free concept localisation, Sec. 2.3.5).
+
+        Returns
+        -------
+        torch.Tensor
+            ``[k, H, W]`` for images (``[k, L]`` for 1-D signals).
+        """
+        with self._lock:
+            layer = self._layer(layer)
+            conditions = self._conditions(conditions)
+            forward = self._single(x, "conditional_heatmaps")
+            conditions = self._validated_conditions(forward, conditions)
+            if layer in conditions:
+                raise CRPError(f"conditions already select channels of {layer!r}; pass those as `channels` instead")
+            channels = self._channels(forward, layer, channels)
+            relevance, bypass = self._layer_relevance(forward, layer, target, conditions)
+            grads = self._channel_masks(forward, layer, channels) * relevance
+            below = self._masks(forward, conditions)
+            (input_relevance,) = forward.backward(forward.tap(layer).site, grads, [forward.input], below, batched=True)
+            input_relevance = input_relevance[:, 0].detach()
+            if bypass is not None:
+                input_relevance = input_relevance + bypass[0]
+            return input_relevance.sum(dim=1) if input_relevance.ndim > 2 else input_relevance
+
+    def region_relevance(self, x, layer, mask, target=None, conditions=None):
+        """Relevance of every channel of ``layer`` inside an input region (Eq. 11-12, Fig. 16), for one sample.
+
+        Equals summing each channel's conditional heatmap over the region, for all channels at once: the backward
+        from ``layer`` to the input is linear in the layer's relevance, so one differentiated backward pass gives
+        the region's sensitivity to every neuron of the layer.
+
+        Parameters
+        ----------
+        mask : torch.Tensor or numpy.ndarray
+            Boolean input region, shaped like the input's spatial dimensions (``[H, W]`` or ``[L]``).
+
+        Returns
+        -------
+        RegionRelevance
+        """
+        with self._lock:
+            layer = self._layer(layer)
+            conditions = self._conditions(conditions)
+            forward = self._single(x, "region_relevance")
+            conditions = self._validated_conditions(forward, conditions)
+            if layer in conditions:
+                raise CRPError(f"conditions already select channels of {layer!r}; region_relevance ranks all of them")
+            region = self._region(forward, mask)
+            relevance, bypass = self._layer_relevance(forward, layer, target, conditions)
+            masks = self._masks(forward, conditions)
+            with torch.enable_grad():
+                seed = relevance.detach().clone().requires_grad_()
+                (input_relevance,) = forward.backward(
+                    forward.tap(layer).site, seed, [forward.input], masks, create_graph=True
+                )
+                (sensitivity,) = torch.autograd.grad((input_relevance * region).sum(), seed, allow_unused=True)
+            if sensitivity is None:
+                sensitivity = torch.zeros_like(relevance)
+            axis = channel_axis(self._modules[layer])
+            values = _spatial_sum(sensitivity.detach() * relevance, axis)[0]
+            total = float(_spatial_sum(relevance, axis)[0].sum())
+            region_total = float(values.sum())
+            bypass_in_region = float((bypass * region).sum()) if bypass is not None else 0.0
+            return RegionRelevance(
+                layer=layer,
+                relevance=values,
+                share_of_region=_share(values, region_total),
+                share_of_total=_share(values, total),
+                region_total=region_total,
+                total=total,
+                bypass=bypass_in_region,
+                order=torch.argsort(values, descending=True),
+            )
+
+    def _region(self, forward, mask):
+        """Validate a boolean input region and return it broadcastable to the input ``[1, 1, ...spatial]``."""
+        mask = torch.as_tensor(mask)
+        spatial = tuple(forward.input.shape[2:]) if forward.input.ndim > 2 else tuple(forward.input.shape[1:])
+        if mask.ndim == len(spatial) + 1 and mask.shape[0] == 1:
+            mask = mask[0]
+        if tuple(mask.shape) != spatial:
+            raise CRPError(
+                f"the region mask has shape {tuple(mask.shape)}, but the input's spatial shape is {spatial}: "
+                "give a boolean mask of that shape"
+            )
+        if mask.dtype != torch.bool:
+            if not bool(((mask == 0) | (mask == 1)).all()):
+                raise CRPError("the region mask must be boolean (or 0/1)")
+            mask = mask.bool()
+        if not bool(mask.any()):
+            raise CRPError("the region mask is empty; select at least one input position")
+        mask = mask.to(device=forward.input.device, dtype=forward.input.dtype)
+        return mask.reshape((1, 1, *spatial)) if forward.input.ndim > 2 else mask.reshape((1, *spatial))
+
+    def subconcepts(self, x, layer, channel, lower_layer, target=None, k=5, conditions=None):
+        """The ``k`` channels of ``lower_layer`` that carry most of ``channel``'s relevance (Eq. 13-16).
+
+        Only relevance flowing through ``(layer, channel)`` is counted, so the shares are exact through residual
+        connections; they sum to the fraction of the parent's relevance that reaches ``lower_layer``.
+
+        Returns
+        -------
+        Subconcepts
+        """
+        with self._lock:
+            layer, lower_layer = self._layer(layer), self._layer(lower_layer)
+            conditions = self._conditions(conditions)
+            forward = self._single(x, "subconcepts")
+            conditions = self._validated_conditions(forward, conditions)
+            (channel,) = self._channels(forward, layer, [channel])
+            if forward.tap(lower_layer).order >= forward.tap(layer).order:
+                ran = forward.layer_order([n for n in self.layer_names if forward.taps[n].calls == 1])
+                raise CRPError(
+                    f"lower_layer {lower_layer!r} must come before {layer!r} in the forward pass; layers from input "
+                    f"to output: {', '.join(ran)}"
+                )
+            for name in (layer, lower_layer):
+                if name in conditions:
+                    raise CRPError(f"conditions must not select channels of {name!r} here; it is a parameter")
+            relevance, _ = self._layer_relevance(forward, layer, target, conditions)
+            parent = relevance * self._mask(forward, layer, [channel])
+            parent_relevance = float(parent.sum())
+            below = self._masks(forward, conditions)
+            (lower,) = forward.backward(forward.tap(layer).site, parent, [forward.tap(lower_layer).site], below)
+            values = _spatial_sum(lower.detach(), channel_axis(self._modules[lower_layer]))[0]
+            order = torch.argsort(values, descending=True)[: max(0, int(k))]
+            top = values[order]
+            return Subconcepts(
+                layer=layer,
+                channel=channel,
+                lower_layer=lower_layer,
+                parent_relevance=parent_relevance,
+                channels=[int(c) for c in order],
+                relevance=top,
+                share=_share(top, parent_relevance),
+                all_relevance=values,
+            )
+
+    def attribution_graph(
+        self, x, layer, channel, target=None, width=(3, 2), layers=None, conditions=None, heatmaps=False
+    ):
+        """The disentangled attribution graph of ``(layer, channel)`` (Sec. 3.4, Fig. 17).
+
+        See :func:`crp_widgets.engine.hierarchy.attribution_graph`.
+        """
+        from .hierarchy import attribution_graph
+
+        return attribution_graph(self, x, layer, channel, target, width, layers, conditions, heatmaps)
+
+    def drill_down(self, x, path, target=None, k=5, next_layer=None, heatmaps=True, conditions=None):
+        """Top-k channels of the next layer down at each step of a path of channels (seed 000).
+
+        See :func:`crp_widgets.engine.hierarchy.drill_down`.
+        """
+        from .hierarchy import drill_down
+
+        return drill_down(self, x, path, target, k, next_layer, heatmaps, conditions)
+
+    def receptive_fields(self, layer, neurons, x):
+        """Receptive fields of neurons of ``layer`` with the flat rule (Sec. 2.3.4, Eq. 25).
+
+        Parameters
+        ----------
+        layer : str
+            The layer.
+        neurons : Sequence[tuple[int, ...]]
+            Indices into one sample's output of the layer, e.g. ``(channel, row, column)``.
+        x : torch.Tensor or tuple[int, ...]
+            An input, or the shape of one (only the shape matters).
+
+        Returns
+        -------
+        list[ReceptiveField]
+        """
+        with self._lock:
+            layer = self._layer(layer)
+            shape = tuple(x.shape) if hasattr(x, "shape") else tuple(x)
+            reference = next(iter(self.model.parameters()), None)
+            probe = torch.zeros(
+                shape, dtype=getattr(reference, "dtype", torch.float32), device=getattr(reference, "device", "cpu")
+            )
+            probe, _ = validate_input(probe, self.model, self._spec)
+            key = ("receptive", tuple(probe.shape), frozenset(self._tapped), self._state_key())
+            forward = self._cache.get(key)
+            if forward is None:
+                forward = record_forward(self.model, probe, self._flat, sorted(self._tapped))
+                if self.vectorize is not None:
+                    forward.vectorized = bool(self.vectorize)
+                self._cache[key] = forward
+                while len(self._cache) > self._cache_size + 1:
+                    self._cache.popitem(last=False)
+            tap = forward.tap(layer)
+            sample = tuple(tap.activation.shape[1:])
+            neurons = [tuple(int(i) for i in (n if isinstance(n, (tuple, list)) else (n,))) for n in neurons]
+            for neuron in neurons:
+                if len(neuron) != len(sample) or not all(0 <= i < s for i, s in zip(neuron, sample)):
+                    raise CRPError(
+                        f"neuron {neuron} is not an index into the output of layer {layer!r}, whose shape per sample "
+                        f"is {sample}"
+                    )
+            if not neurons:
+                return []
+            grads = torch.zeros((len(neurons), *tap.activation.shape), dtype=probe.dtype, device=probe.device)
+            for row, neuron in enumerate(neurons):
+                grads[(row, 0, *neuron)] = 1
+            (weights,) = forward.backward(tap.site, grads, [forward.input], batched=True)
+            weights = weights[:, 0].detach()
+            weights = weights.sum(dim=1) if weights.ndim > 2 else weights
+            return [ReceptiveField(w > 0, bounding_box(w > 0), w) for w in weights]
+
+    def receptive_field(self, layer, neuron, x):
+        """The receptive field of one neuron (see :meth:`receptive_fields`)."""
+        return self.receptive_fields(layer, [neuron], x)[0]
+
+
+def _target_key(target):
+    if isinstance(target, torch.Tensor):
+        return ("tensor", tuple(target.flatten().tolist()))
+    if isinstance(target, (list, tuple)):
+        return ("list", tuple(target))
+    return target
+
+
+def _unbatch(result):
+    """Drop the batch dimension of every tensor of an :class:`Attribution` of one unbatched sample."""
+    result.heatmap = result.heatmap[0]
+    result.input_relevance = result.input_relevance[0]
+    result.relevance = {k: v[0] for k, v in result.relevance.items()}
+    result.relevance_maps = {k: v[0] for k, v in result.relevance_maps.items()}
+    result.activations = {k: v[0] for k, v in result.activations.items()}
+    result.prediction = result.prediction[0]
+    return result

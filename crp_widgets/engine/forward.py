@@ -1,0 +1,220 @@
+"""One recorded forward pass of the canonized model, and the backward passes that reuse it."""
+
+import contextlib
+import itertools
+
+import torch
+
+from .audit import FunctionalAudit
+from .composites import rule_plan
+from .errors import CRPError, ModelForwardError, UnsupportedModelError
+from .propagation import Tap, make_hooks
+
+
+@contextlib.contextmanager
+def preserved(model):
+    """Evaluate ``model`` in eval mode and leave it exactly as found: modes restored, no hooks, no canonizers."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+class ForwardPass:
+    """The graph of one forward pass, with a rule on every module and a tap on every tapped layer.
+
+    Parameters
+    ----------
+    input : torch.Tensor
+        The batched input, a leaf requiring gradients.
+    output : torch.Tensor
+        The model output.
+    taps : dict[str, Tap]
+        The tapped layers.
+    """
+
+    def __init__(self, input, output, taps):
+        self.input = input
+        self.output = output
+        self.taps = taps
+        self.memo = {}
+        self.vectorized = input.is_cuda
+        self._input_node = None
+        self._bypass = {}
+
+    def tap(self, name):
+        """Return the tap of layer ``name``, which must have run exactly once."""
+        tap = self.taps[name]
+        if tap.calls != 1:
+            state = "did not run" if tap.calls == 0 else f"ran {tap.calls} times"
+            raise CRPError(
+                f"layer {name!r} {state} in the forward pass; conditions and records need a layer that runs exactly "
+                "once per forward pass"
+            )
+        return tap
+
+    def layer_order(self, names):
+        """Sort layer names by their position in the forward pass (input side first)."""
+        return sorted(names, key=lambda name: self.tap(name).order)
+
+    def backward(self, start, grad, capture, masks=None, batched=False, path_masks=None, create_graph=False):
+        """Propagate relevance ``grad`` from tensor ``start`` downwards.
+
+        Parameters
+        ----------
+        start : torch.Tensor
+            Where the relevance is placed (the output, or a tap's ``site`` to start below that tap's mask).
+        grad : torch.Tensor
+            The initial relevance, shaped like ``start`` (with a leading dimension of k vectors if ``batched``).
+        capture : list[torch.Tensor]
+            Tensors at which to return the relevance (zeros where none arrives).
+        masks : dict[str, torch.Tensor], optional
+            Condition masks by layer name, applied at those taps (Eq. 8).
+        batched : bool
+            Propagate each of the k slices of ``grad`` separately. With ``vectorized`` (the default on GPUs) they run
+            as one ``torch.func.vmap`` pass; on CPUs a loop over the retained graph measured faster (no k-fold
+            intermediates; see benchmarks/).
+        path_masks : dict[str, torch.Tensor], optional
+            With ``batched``: masks with a leading dimension k, one per slice.
+        create_graph : bool
+            Make the result differentiable with respect to ``grad`` (used for Eq. 11-12 over all channels at once).
+
+        Returns
+        -------
+        tuple[torch.Tensor, ...]
+            The relevance at each ``capture`` tensor (with a leading dimension k if ``batched``).
+        """
+        masks = dict(masks or {})
+        path_masks = dict(path_masks or {})
+        taps = [self.tap(name) for name in {**masks, **path_masks}]
+
+        def run(relevance, *per_slice):
+            for name, mask in zip(path_masks, per_slice):
+                self.taps[name].mask = mask
+            grads = torch.autograd.grad(
+                start, capture, relevance, retain_graph=True, allow_unused=True, create_graph=create_graph
+            )
+            return tuple(torch.zeros_like(c) if g is None else g for c, g in zip(capture, grads))
+
+        try:
+            for name, mask in masks.items():
+                self.taps[name].mask = mask
+            if not batched:
+                return run(grad)
+            if self.vectorized:
+                return torch.func.vmap(run)(grad, *path_masks.values())
+            results = [run(*slices) for slices in zip(grad, *path_masks.values())]
+            return tuple(torch.stack(parts) for parts in zip(*results))
+        finally:
+            for tap in taps:
+                tap.mask = None
+
+    def input_node(self):
+        """The autograd node that accumulates the input's gradient."""
+        if self._input_node is None:
+            probe = self.input.view_as(self.input)
+            self._input_node = probe.grad_fn.next_functions[0][0]
+        return self._input_node
+
+    def bypasses(self, name):
+        """Whether some relevance reaches the input without passing layer ``name`` (e.g. a residual shortcut)."""
+        if name not in self._bypass:
+            self._bypass[name] = _reaches(self.output.grad_fn, self.input_node(), barrier=self.tap(name).node)
+        return self._bypass[name]
+
+
+def _reaches(start, target, barrier):
+    """Whether autograd node ``target`` can be reached from node ``start`` without passing ``barrier``."""
+    seen = set()
+    stack = [start]
+    while stack:
+        node = stack.pop()
+        if node is None or node is barrier or node in seen:
+            continue
+        if node is target:
+            return True
+        seen.add(node)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return False
+
+
+def record_forward(model, input, composite, tap_names, audit=False):
+    """Run one forward pass of ``model`` with ``composite``'s canonizers and rules and taps on ``tap_names``.
+
+    The canonizers and hooks are removed before returning; the recorded graph keeps what later backward passes need.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The user's model (left exactly as found).
+    input : torch.Tensor
+        A validated, batched input.
+    composite : zennit.core.Composite
+        Rules and canonizers.
+    tap_names : Iterable[str]
+        Module names to tap.
+    audit : bool
+        Also check the forward code for functional operations no rule can reach (see :mod:`.audit`).
+
+    Returns
+    -------
+    ForwardPass
+    """
+    leaf = input.detach().requires_grad_()
+    modules = dict(model.named_modules())
+    taps = {name: Tap(name) for name in tap_names}
+    counter = itertools.count()
+    checker = FunctionalAudit() if audit else None
+    handles = []
+    with preserved(model):
+        canonizers = []
+        try:
+            for canonizer in getattr(composite, "canonizers", []) or []:
+                canonizers += canonizer.apply(model)
+            plan = rule_plan(model, composite)
+            hooked = dict.fromkeys(plan)
+            hooked.update({modules[name]: name for name in taps})
+            for module, name in hooked.items():
+                pre_hook, hook = make_hooks(module, plan.get(module), taps.get(name), counter)
+                handles.append(module.register_forward_pre_hook(pre_hook))
+                handles.append(module.register_forward_hook(hook))
+            if checker is not None:
+                for module in model.modules():
+                    if module in plan or not any(True for _ in module.children()):
+                        handles.append(module.register_forward_pre_hook(checker.enter, prepend=True))
+                        handles.append(module.register_forward_hook(checker.leave))
+            output = _run(model, leaf, checker)
+        finally:
+            for handle in handles:
+                handle.remove()
+            for canonizer in reversed(canonizers):
+                canonizer.remove()
+    if checker is not None:
+        checker.verdict()
+    if not isinstance(output, torch.Tensor):
+        raise UnsupportedModelError(
+            f"the model returned {type(output).__name__}; CRP explains models whose forward returns one tensor of "
+            "output scores"
+        )
+    return ForwardPass(leaf, output, taps)
+
+
+def _run(model, leaf, checker):
+    """Call the model, turning its own exceptions into a :class:`ModelForwardError`."""
+    try:
+        with torch.enable_grad(), checker if checker is not None else contextlib.nullcontext():
+            return model(leaf)
+    except CRPError:
+        raise
+    except Exception as error:
+        raise _forward_error(error, leaf) from error
+
+
+def _forward_error(error, leaf):
+    return ModelForwardError(
+        f"the model raised {type(error).__name__} in its forward pass for an input of shape {tuple(leaf.shape)} "
+        f"({leaf.dtype}): {error}"
+    )

@@ -1,0 +1,288 @@
+"""Executing zennit's LRP rules on one recorded forward pass.
+
+A zennit composite decides which rule belongs to which module; this module executes those rules. zennit's own hooks
+recompute every layer's modified forward inside each backward pass and also run the plain gradient they discard.
+Here a rule prepares its local graph once, at forward time, and each later backward pass only applies
+vector-Jacobian products to it, so that many backward passes (channels, conditions, classes) share one forward.
+The numbers are zennit's: the same modifiers, gradient mappers and reducers are evaluated (see the tests).
+
+Every module with a rule returns its output through a ``_Rule`` node that connects the output directly to the
+module's input, so relevance never passes through the module's plain gradient. Every tapped layer (a layer that can
+carry a condition or a record) adds a ``_Tap`` node that masks the relevance passing it (Eq. 8).
+"""
+
+import contextlib
+import dataclasses
+
+import torch
+from zennit.core import BasicHook, Hook, ParamMod
+from zennit.rules import AlphaBeta, Epsilon, Flat, Gamma, Norm, Pass, WSquare, ZBox, ZPlus
+
+from .errors import UnsupportedModelError
+
+
+class Propagator:
+    """How relevance passes one module: ``prepare`` once per forward, ``propagate`` once per backward."""
+
+    def admit(self, module):
+        """Called before the module runs; raise to refuse a module that cannot be explained."""
+
+    def prepare(self, module, input):
+        """Return the state that ``propagate`` needs, computed while the module's canonized parameters are set."""
+        return None
+
+    def propagate(self, state, relevance):
+        """Return the relevance at the module's input for the ``relevance`` at its output."""
+        raise NotImplementedError
+
+
+class PassRelevance(Propagator):
+    """zennit's ``Pass``: the relevance passes element-wise modules unchanged."""
+
+    def propagate(self, state, relevance):
+        """Return ``relevance`` as it is."""
+        return relevance
+
+
+@contextlib.contextmanager
+def detached_state(module):
+    """Temporarily replace a module's own parameters and buffers by detached aliases.
+
+    A local graph built inside this context keeps the values of this moment, even after a canonizer later swaps the
+    parameters' data back.
+    """
+    saved = {}
+    try:
+        for store_name in ("_parameters", "_buffers"):
+            store = getattr(module, store_name)
+            for key, value in list(store.items()):
+                if value is not None:
+                    saved[store_name, key] = value
+                    store[key] = value.detach()
+        yield module
+    finally:
+        for (store_name, key), value in saved.items():
+            getattr(module, store_name)[key] = value
+
+
+def _local_forward(module, input):
+    """Run ``module.forward`` (no hooks) on a detached leaf copy of ``input``; return ``(leaf, output)``."""
+    leaf = input.detach().requires_grad_()
+    with detached_state(module):
+        output = module.forward(leaf.clone() if getattr(module, "inplace", False) else leaf)
+    return leaf, output
+
+
+def _vjp(outputs, inputs, grad_outputs):
+    """Vector-Jacobian product on a retained local graph (differentiable when grad mode is on, for Eq. 11-12)."""
+    return torch.autograd.grad(
+        outputs, inputs, grad_outputs=grad_outputs, retain_graph=True, create_graph=torch.is_grad_enabled()
+    )
+
+
+class GradientRule(Propagator):
+    """The plain gradient, for modules with parameters or buffers that have no rule (e.g. a merged BatchNorm)."""
+
+    def prepare(self, module, input):
+        """Build the module's local graph with its current (canonized) parameters."""
+        return _local_forward(module, input)
+
+    def propagate(self, state, relevance):
+        """Return the gradient-times-relevance at the module's input."""
+        leaf, output = state
+        return _vjp(output, leaf, relevance)[0]
+
+
+class HookRule(GradientRule):
+    """Any other zennit ``Hook``: its ``backward`` is called as zennit would call it."""
+
+    def __init__(self, hook):
+        self.hook = hook
+
+    def prepare(self, module, input):
+        """Build the local graph and keep the module for the hook's backward."""
+        leaf, output = _local_forward(module, input)
+        return module, leaf, output
+
+    def propagate(self, state, relevance):
+        """Evaluate ``hook.backward`` with the plain gradient as ``grad_input``."""
+        module, leaf, output = state
+        grad_input = _vjp(output, leaf, relevance)
+        self.hook.stored_tensors["input"] = (leaf.detach(),)
+        return self.hook.backward(module, grad_input, (relevance,))[0]
+
+
+# Branches of zennit rules whose input is the negative part of the module input and whose bias is zeroed: they
+# contribute exactly nothing when the input is non-negative (as after a ReLU), so they are skipped.
+_NEGATIVE_INPUT_BRANCHES = {ZPlus: (1,), AlphaBeta: (1, 3)}
+# Rules whose gradient mapper multiplies the upper relevance element-wise by a factor that depends on the forward
+# only (e.g. 1 / stabilize(z)): the factors are computed once per forward and reused by every backward pass.
+_ELEMENTWISE_MAPPERS = (Epsilon, ZPlus, AlphaBeta, Gamma, Flat, WSquare, Norm, ZBox)
+
+
+class BasicRule(Propagator):
+    """A zennit ``BasicHook`` (Epsilon, ZPlus, Flat, AlphaBeta, Gamma, Norm, ...), evaluated as zennit does."""
+
+    def __init__(self, rule):
+        self.rule = rule
+        self.skippable = _NEGATIVE_INPUT_BRANCHES.get(type(rule), ())
+        self.elementwise = type(rule) in _ELEMENTWISE_MAPPERS
+
+    def prepare(self, module, input):
+        """Evaluate every branch's modified forward once (input, parameter and output modifiers)."""
+        original = input.detach()
+        skip = self.skippable if self.skippable and bool((original >= 0).all()) else ()
+        inputs, outputs = [], []
+        branches = zip(self.rule.input_modifiers, self.rule.param_modifiers, self.rule.output_modifiers)
+        for index, (in_mod, param_mod, out_mod) in enumerate(branches):
+            if index in skip:
+                inputs.append(0.0)
+                outputs.append(0.0)
+                continue
+            branch_input = in_mod(original).requires_grad_()
+            with ParamMod.ensure(param_mod)(module) as modified:
+                outputs.append(out_mod(modified.forward(branch_input)))
+            inputs.append(branch_input)
+        return [inputs, outputs, None]
+
+    def _map(self, state, relevance):
+        """The rule's gradient mapper applied to ``relevance`` (one factor per branch, cached when element-wise)."""
+        _, outputs, factors = state
+        if not self.elementwise:
+            return _as_tuple(self.rule.gradient_mapper(relevance, outputs))
+        if factors is None:
+            reference = next(output for output in outputs if isinstance(output, torch.Tensor))
+            with torch.no_grad():
+                factors = state[2] = _as_tuple(self.rule.gradient_mapper(torch.ones_like(reference), outputs))
+        return [relevance * factor for factor in factors]
+
+    def propagate(self, state, relevance):
+        """Apply the rule's gradient mapper, the vector-Jacobian products and its reducer."""
+        inputs, outputs, _ = state
+        grad_outputs = self._map(state, relevance)
+        live = [index for index, value in enumerate(inputs) if isinstance(value, torch.Tensor)]
+        grads = _vjp([outputs[i] for i in live], [inputs[i] for i in live], [grad_outputs[i] for i in live])
+        gradients = [0.0] * len(inputs)
+        for index, grad in zip(live, grads):
+            gradients[index] = grad
+        return self.rule.reducer(inputs, gradients)
+
+
+def _as_tuple(grad_outputs):
+    """Zennit's single-branch gradient mappers return a bare tensor, the others a sequence."""
+    return (grad_outputs,) if isinstance(grad_outputs, torch.Tensor) else tuple(grad_outputs)
+
+
+def propagator_for(rule):
+    """Return the ``Propagator`` executing a zennit hook template (or a ``Propagator`` as it is)."""
+    if isinstance(rule, Propagator):
+        return rule
+    if isinstance(rule, BasicHook):
+        return BasicRule(rule)
+    if type(rule) is Pass:
+        return PassRelevance()
+    if isinstance(rule, Hook):
+        return HookRule(rule.copy())
+    raise TypeError(f"a composite returned {rule!r}, which is neither a zennit Hook nor a Propagator")
+
+
+class _Rule(torch.autograd.Function):
+    """Connects a module's output to its input; the backward is the module's LRP rule."""
+
+    @staticmethod
+    def forward(ctx, input, output_holder, propagator, state):
+        ctx.propagator, ctx.state = propagator, state
+        return output_holder[0]
+
+    @staticmethod
+    def backward(ctx, relevance):
+        return ctx.propagator.propagate(ctx.state, relevance), None, None, None
+
+
+class _Tap(torch.autograd.Function):
+    """Identity in the forward; in the backward, masks the relevance with the tap's current mask (Eq. 8)."""
+
+    @staticmethod
+    def forward(ctx, input, output_holder, tap):
+        ctx.tap = tap
+        return output_holder[0]
+
+    @staticmethod
+    def backward(ctx, relevance):
+        mask = ctx.tap.mask
+        return (relevance if mask is None else relevance * mask), None, None
+
+
+@dataclasses.dataclass(eq=False)
+class Tap:
+    """A layer's place in one forward pass.
+
+    Attributes
+    ----------
+    name : str
+        The layer (module) name.
+    order : int
+        Position in the forward execution order.
+    site : torch.Tensor
+        The tensor just below the tap's mask: the gradient here is the (masked) relevance of the layer.
+    output : torch.Tensor
+        The tensor the rest of the network consumes.
+    node : torch.autograd.graph.Node
+        The tap's backward node.
+    activation : torch.Tensor
+        The layer's output values (a copy, safe from later in-place operations).
+    mask : torch.Tensor or None
+        The condition mask applied during the current backward pass.
+    calls : int
+        How often the module ran in the forward pass (conditions need exactly one).
+    """
+
+    name: str
+    order: int = -1
+    site: torch.Tensor = None
+    output: torch.Tensor = None
+    node: object = None
+    activation: torch.Tensor = None
+    mask: torch.Tensor = None
+    calls: int = 0
+
+
+def make_hooks(module, propagator, tap, counter):
+    """Return the (pre-hook, hook) pair that wires ``module`` into the relevance graph."""
+
+    def pre_hook(module, args):
+        if propagator is not None:
+            propagator.admit(module)
+        # A module working in place would overwrite a tensor that a rule or a tap keeps: give it a copy.
+        if getattr(module, "inplace", False) and args and isinstance(args[0], torch.Tensor):
+            return (args[0].clone(), *args[1:])
+        return None
+
+    def hook(module, args, output):
+        if not torch.is_grad_enabled():
+            return None
+        result = output
+        if propagator is not None:
+            if not args or not isinstance(args[0], torch.Tensor) or not isinstance(output, torch.Tensor):
+                raise UnsupportedModelError(
+                    f"module {type(module).__name__} takes or returns something other than one tensor; "
+                    "LRP rules attach to modules with one tensor input and one tensor output"
+                )
+            state = propagator.prepare(module, args[0])
+            result = _Rule.apply(args[0], (output.detach(),), propagator, state)
+        if tap is not None:
+            if not isinstance(result, torch.Tensor):
+                raise UnsupportedModelError(
+                    f"layer {tap.name!r} returns {type(result).__name__}, not a tensor; "
+                    "conditions and records need layers that return one tensor"
+                )
+            tap.calls += 1
+            tap.order = next(counter)
+            tap.site = result
+            tap.activation = result.detach().clone()
+            result = _Tap.apply(result, (result.detach(),), tap)
+            tap.output = result
+            tap.node = result.grad_fn
+        return result
+
+    return pre_hook, hook

@@ -1,0 +1,180 @@
+"""The engine against plain zennit LRP, conservation, and the user's model left as found."""
+
+import pytest
+import torch
+from reference import reference
+from zennit.attribution import Gradient
+from zennit.canonizers import SequentialMergeBatchNorm
+from zennit.composites import EpsilonAlpha2Beta1, EpsilonGammaBox, EpsilonPlus, EpsilonPlusFlat
+from zennit.torchvision import ResNetCanonizer
+from zoo import conv1d_net, small_cnn, torchvision_model
+
+from crp_widgets.engine import CRP, default_composite, describe, explainable_layers
+
+
+def zennit_lrp(model, composite, x, target):
+    """zennit's own attribution: relevance initialised with the explained output's value (A.3)."""
+    with Gradient(model, composite) as attributor:
+        _, relevance = attributor(x, lambda out: out * torch.nn.functional.one_hot(torch.tensor(target), out.shape[1]))
+    return relevance
+
+
+def close(a, b, rtol=1e-4):
+    """Equal up to float32 rounding, relative to the largest magnitude."""
+    scale = max(float(b.abs().max()), 1e-30)
+    return float((a - b).abs().max()) <= rtol * scale
+
+
+MODELS = [
+    ("small_cnn", small_cnn, (2, 3, 16, 16)),
+    ("conv1d", conv1d_net, (2, 2, 32)),
+    ("vgg16", lambda: torchvision_model("vgg16"), (1, 3, 64, 64)),
+    ("vgg16_bn", lambda: torchvision_model("vgg16_bn"), (1, 3, 64, 64)),
+    ("resnet18", lambda: torchvision_model("resnet18"), (1, 3, 64, 64)),
+    ("resnet50", lambda: torchvision_model("resnet50"), (1, 3, 64, 64)),
+]
+
+
+@pytest.mark.parametrize(("name", "build", "shape"), MODELS, ids=[m[0] for m in MODELS])
+def test_unconditioned_heatmap_equals_zennit_lrp(name, build, shape):
+    model = build()
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(1))
+    crp = CRP(model)
+    target = [int(t) for t in crp.predict(x).argmax(1)]
+    expected = zennit_lrp(model, default_composite(model), x, target)
+    result = crp.attribute(x, target=torch.tensor(target))
+    assert result.input_relevance.shape == x.shape
+    assert close(result.input_relevance, expected), name
+    assert result.heatmap.shape == (shape[0], *shape[2:])
+    assert close(result.heatmap, expected.sum(1))
+
+
+@pytest.mark.parametrize(
+    "composite",
+    [
+        EpsilonPlus(canonizers=[SequentialMergeBatchNorm()]),
+        EpsilonAlpha2Beta1(canonizers=[SequentialMergeBatchNorm()]),
+        EpsilonGammaBox(low=0.0, high=1.0, canonizers=[SequentialMergeBatchNorm()]),
+    ],
+    ids=describe,
+)
+def test_any_zennit_composite_gives_zennit_result(composite):
+    model = small_cnn()
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    crp = CRP(model, composite=composite)
+    expected = zennit_lrp(model, composite, x, [4, 4])
+    assert close(crp.attribute(x, target=4).input_relevance, expected)
+
+
+def test_resnet_conditions_match_zennit_with_tensor_hook_masks():
+    """On a residual net a condition masks relevance only where it passes the layer (shortcuts keep theirs)."""
+    model = torchvision_model("resnet18")
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    crp = CRP(model)
+    conditions = {"layer2.0.conv1": [3, 9], "layer3.1.conv2": [5]}
+    expected, _, _, _ = reference(model, EpsilonPlusFlat(canonizers=[ResNetCanonizer()]), x, 7, conditions)
+    assert close(crp.attribute(x, target=7, conditions=conditions).input_relevance, expected)
+
+
+def bias_free(model):
+    """EpsilonPlusFlat whose rules ignore biases, so that relevance is conserved (Eq. 7)."""
+    return EpsilonPlusFlat(zero_params=["bias"], canonizers=[SequentialMergeBatchNorm()])
+
+
+@pytest.mark.parametrize(("build", "shape"), [(small_cnn, (1, 3, 16, 16)), (conv1d_net, (1, 2, 32))])
+def test_relevance_is_conserved_layer_by_layer(build, shape):
+    model = build()
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(4))
+    crp = CRP(model, composite=bias_free(model))
+    layers = explainable_layers(model)
+    result = crp.attribute(x, target=2, record=layers)
+    logit = float(result.prediction[0, 2])
+    for layer in layers:
+        # Eq. 10: a layer's channel relevances sum to the layer's total, which equals the explained output.
+        assert float(result.relevance[layer].sum()) == pytest.approx(
+            float(result.relevance_maps[layer].sum()), rel=1e-5
+        )
+        assert float(result.relevance[layer].sum()) == pytest.approx(logit, rel=1e-3)
+    assert float(result.input_relevance.sum()) == pytest.approx(logit, rel=1e-3)
+
+
+def test_record_equals_reference_relevance_and_activation():
+    model = small_cnn()
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    crp = CRP(model)
+    result = crp.attribute(x, target=1, conditions={"6": [2, 5]}, record=["4", "6", "10"])
+    _, recorded, activations, _ = reference(
+        model, default_composite(model), x, 1, {"6": [2, 5]}, record=["4", "6", "10"], axes={"10": -1}
+    )
+    for layer in ("4", "6", "10"):
+        assert close(result.relevance_maps[layer], recorded[layer])
+        assert torch.allclose(result.activations[layer], activations[layer], atol=1e-6)
+    # The recorded relevance of a conditioned layer is what its condition lets through.
+    assert set(torch.nonzero(result.relevance["6"][0]).flatten().tolist()) <= {2, 5}
+
+
+def snapshot(model):
+    return {
+        "state": {k: v.clone() for k, v in model.state_dict().items()},
+        "requires_grad": [p.requires_grad for p in model.parameters()],
+        "training": [m.training for m in model.modules()],
+        "hooks": [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for m in model.modules()],
+        "attributes": [sorted(vars(m).keys()) for m in model.modules()],
+        "modules": [name for name, _ in model.named_modules()],
+    }
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vgg16_bn"])
+def test_model_is_left_exactly_as_found(name):
+    model = torchvision_model(name)
+    model.train()
+    model.layer1[0].conv1.weight.requires_grad_(False) if name == "resnet18" else model.features[
+        0
+    ].weight.requires_grad_(False)
+    before = snapshot(model)
+    try:
+        crp = CRP(model)
+        x = torch.rand(1, 3, 64, 64)
+        modules = dict(model.named_modules())
+        layer = [n for n in crp.layer_names if isinstance(modules[n], torch.nn.Conv2d)][-1]
+        crp.attribute(x, target=0, record=[layer])
+        crp.conditional_heatmaps(x, layer, [0, 1], target=0)
+        crp.region_relevance(x, layer, torch.ones(64, 64, dtype=torch.bool), target=0)
+        crp.receptive_field(layer, (0, 0, 0), x)
+        after = snapshot(model)
+        assert after["training"] == before["training"]
+        assert all(before["training"])
+        assert after["requires_grad"] == before["requires_grad"]
+        assert after["hooks"] == before["hooks"]
+        assert after["attributes"] == before["attributes"]
+        assert after["modules"] == before["modules"]
+        for key, value in before["state"].items():
+            assert torch.equal(after["state"][key], value), key
+    finally:
+        for parameter in model.parameters():
+            parameter.requires_grad_(True)
+        model.eval()
+
+
+def test_results_of_a_training_mode_model_are_those_of_eval_mode():
+    model = small_cnn()
+    x = torch.rand(1, 3, 16, 16)
+    expected = CRP(model).attribute(x, target=3).heatmap
+    model.train()
+    try:
+        assert torch.allclose(CRP(model).attribute(x, target=3).heatmap, expected)
+        assert model.training
+    finally:
+        model.eval()
+
+
+def test_forward_cache_follows_model_updates():
+    model = small_cnn()
+    crp = CRP(model)
+    x = torch.rand(1, 3, 16, 16)
+    first = crp.attribute(x, target=3).heatmap
+    with torch.no_grad():
+        model[4].weight.mul_(-1)
+    second = crp.attribute(x, target=3).heatmap
+    assert not torch.allclose(first, second)
+    assert torch.allclose(second, CRP(model).attribute(x, target=3).heatmap)
