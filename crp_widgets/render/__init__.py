@@ -1,0 +1,1 @@
+"""Tensors to images: colormaps, overlays, crops."""

@@ -1,0 +1,1 @@
+"""anywidget components (thin controllers over the engine)."""

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# The project's two commands (see README.md):
+#   ./dev.sh lab [jupyter lab options]   install, build the front end, open JupyterLab on the quickstart notebook
+#   ./dev.sh test                        install (plus Chromium when missing), build, run every check
+# CRP_VENV=/path puts the virtual environment elsewhere (default: .venv); PYTHON picks the interpreter that makes it.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+VENV="${CRP_VENV:-$ROOT/.venv}"
+PYTHON="${PYTHON:-python3}"
+CHROMIUM=/usr/bin/chromium
+cd "$ROOT"
+
+log() { printf '\n==> %s\n' "$*"; }
+
+usage() {
+  echo "usage: ./dev.sh lab [jupyter lab options] | ./dev.sh test" >&2
+  exit 2
+}
+
+ensure_node_modules() {
+  command -v npm >/dev/null || { echo "dev.sh needs Node.js 20+ with npm on PATH" >&2; exit 1; }
+  local stamp=node_modules/.crp-stamp want
+  want="$(sha256sum package-lock.json | cut -d' ' -f1)"
+  if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+    log "Installing the JavaScript dependencies (npm ci)"
+    npm ci --no-audit --no-fund
+    echo "$want" >"$stamp"
+  fi
+}
+
+ensure_venv() {
+  if [[ ! -x "$VENV/bin/python" ]]; then
+    log "Creating the virtual environment $VENV"
+    "$PYTHON" -m venv "$VENV"
+  fi
+  local stamp="$VENV/.crp-install-stamp" want
+  want="$(cat pyproject.toml package.json package-lock.json | sha256sum | cut -d' ' -f1)"
+  if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+    log "Installing crp_widgets (editable, extras test and lab) into $VENV"
+    "$VENV/bin/python" -m pip install --disable-pip-version-check -e ".[test,lab]"
+    echo "$want" >"$stamp"
+  fi
+}
+
+ensure_chromium() {
+  [[ -x "$CHROMIUM" ]] && return
+  log "Installing Debian's chromium and fonts-liberation for the browser tests"
+  local sudo=()
+  [[ "$EUID" -eq 0 ]] || sudo=(sudo)
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium fonts-liberation
+  [[ -x "$CHROMIUM" ]] || { echo "apt-get finished but $CHROMIUM is still missing" >&2; exit 1; }
+}
+
+build_front_end() {
+  log "Building the front-end bundle (npm run build)"
+  npm run build
+}
+
+run_checks() {
+  local failed=()
+  check() {
+    local name="$1"
+    shift
+    log "$name"
+    "$@" || failed+=("$name")
+  }
+  check "npm run typecheck" npm run typecheck
+  check "npm test" npm test
+  check "ruff check" "$VENV/bin/ruff" check .
+  check "ruff format --check" "$VENV/bin/ruff" format --check .
+  check "pytest" "$VENV/bin/python" -m pytest tests
+  if ((${#failed[@]})); then
+    printf '\ndev.sh test: FAILED: %s\n' "$(IFS=,; echo "${failed[*]}")"
+    return 1
+  fi
+  printf '\ndev.sh test: all checks passed\n'
+}
+
+case "${1:-}" in
+  lab)
+    shift
+    ensure_node_modules
+    ensure_venv
+    build_front_end
+    root_flag=()
+    [[ "$EUID" -ne 0 ]] || root_flag=(--allow-root)
+    exec "$VENV/bin/jupyter" lab "${root_flag[@]}" "$@" example_notebooks/quickstart.ipynb
+    ;;
+  test)
+    [[ $# -eq 1 ]] || usage
+    ensure_node_modules
+    ensure_venv
+    ensure_chromium
+    build_front_end
+    run_checks
+    ;;
+  *) usage ;;
+esac

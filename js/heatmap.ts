@@ -1,0 +1,186 @@
+/**
+ * HeatmapView: an image with a relevance heatmap blended over it (crp_widgets/widgets/heatmap.py).
+ *
+ * The kernel sends the image as PNG bytes and the heatmap as raw float32 bytes plus `{shape, dtype}`;
+ * the heatmap is coloured here (bwr, normalised by its maximum absolute value) and blended with `opacity`.
+ */
+import type { AnyModel, RenderProps } from "@anywidget/types";
+import { blend } from "./lib/blend";
+import { decodeArray, isArrayMeta, isEmpty, pngUrl } from "./lib/codecs";
+import { colorize } from "./lib/colormap";
+import { keepControlKeys } from "./lib/keyboard";
+import "./lib/theme.css";
+
+interface HeatmapModel {
+  image_png: DataView | null;
+  heatmap_data: DataView | null;
+  heatmap_meta: unknown;
+  opacity: number;
+  caption: string;
+  error: string;
+}
+
+/** RGBA pixels of one layer of the picture. */
+interface Layer {
+  width: number;
+  height: number;
+  rgba: Uint8ClampedArray<ArrayBuffer>;
+}
+
+async function decodeImage(view: DataView): Promise<Layer> {
+  const url = pngUrl(view);
+  try {
+    const image = new Image();
+    image.src = url;
+    await image.decode();
+    const { naturalWidth: width, naturalHeight: height } = image;
+    const scratch = document.createElement("canvas");
+    scratch.width = width;
+    scratch.height = height;
+    const context = scratch.getContext("2d");
+    if (context === null) throw new Error("the browser gave no 2D canvas context");
+    context.drawImage(image, 0, 0);
+    return { width, height, rgba: context.getImageData(0, 0, width, height).data };
+  } finally {
+    URL.revokeObjectURL(url);
+  }
+}
+
+function decodeHeatmap(model: AnyModel<HeatmapModel>): Layer | null {
+  const view = model.get("heatmap_data");
+  if (isEmpty(view)) return null;
+  const meta = model.get("heatmap_meta");
+  if (!isArrayMeta(meta) || meta.shape.length !== 2) {
+    throw new Error(`heatmap_meta must describe a [H, W] array; got ${JSON.stringify(meta)}`);
+  }
+  const { data, shape } = decodeArray(view, meta);
+  return { width: shape[1], height: shape[0], rgba: colorize(data) };
+}
+
+function element<K extends keyof HTMLElementTagNameMap>(tag: K, className: string): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  node.className = className;
+  return node;
+}
+
+function render({ model, el }: RenderProps<HeatmapModel>): () => void {
+  const root = element("div", "crpw crpw-heatmap");
+  const errorBox = element("div", "crpw-error");
+  errorBox.setAttribute("role", "alert");
+  const figure = element("figure", "crpw-figure");
+  const canvas = element("canvas", "crpw-canvas");
+  canvas.setAttribute("role", "img");
+  const caption = element("figcaption", "crpw-caption");
+  figure.append(canvas, caption);
+
+  const controls = element("label", "crpw-controls");
+  const slider = element("input", "crpw-opacity");
+  slider.type = "range";
+  slider.min = "0";
+  slider.max = "1";
+  slider.step = "0.05";
+  const readout = element("output", "crpw-value");
+  controls.append("Opacity", slider, readout);
+  root.append(errorBox, figure, controls);
+  el.replaceChildren(root);
+  const releaseKeys = keepControlKeys(root);
+
+  let image: Layer | null = null;
+  let heatmap: Layer | null = null;
+  let imageError = "";
+  let heatmapError = "";
+  let sizeError = "";
+  let imageRequest = 0;
+  let imageShown = 0;
+
+  const showError = (): void => {
+    errorBox.textContent = [model.get("error"), imageError, heatmapError, sizeError].filter(Boolean).join("\n");
+  };
+
+  const draw = (): void => {
+    const opacity = model.get("opacity");
+    slider.value = String(opacity);
+    readout.value = `${Math.round(opacity * 100)}%`;
+    slider.setAttribute("aria-valuetext", readout.value);
+    const text = model.get("caption");
+    caption.textContent = text;
+    canvas.setAttribute("aria-label", text || "relevance heatmap");
+
+    let pixels: Layer | null = image ?? heatmap;
+    sizeError = "";
+    if (image !== null && heatmap !== null) {
+      if (image.width === heatmap.width && image.height === heatmap.height) {
+        pixels = { ...image, rgba: blend(image.rgba, heatmap.rgba, opacity) };
+      } else if (imageShown === imageRequest) {
+        // A new image may still be decoding; only a settled mismatch is an error.
+        sizeError = `heatmap size [${heatmap.height}, ${heatmap.width}] differs from image size [${image.height}, ${image.width}]`;
+      }
+    }
+    canvas.hidden = pixels === null;
+    if (pixels !== null) {
+      canvas.width = pixels.width;
+      canvas.height = pixels.height;
+      canvas.getContext("2d")?.putImageData(new ImageData(pixels.rgba, pixels.width, pixels.height), 0, 0);
+    }
+    showError();
+  };
+
+  const loadHeatmap = (): void => {
+    try {
+      heatmapError = "";
+      heatmap = decodeHeatmap(model);
+    } catch (error) {
+      heatmap = null;
+      heatmapError = String(error);
+    }
+    draw();
+  };
+
+  const loadImage = async (): Promise<void> => {
+    const request = ++imageRequest;
+    const view = model.get("image_png");
+    let decoded: Layer | null = null;
+    let message = "";
+    try {
+      decoded = isEmpty(view) ? null : await decodeImage(view);
+    } catch (error) {
+      message = `could not decode the image: ${String(error)}`;
+    }
+    if (request !== imageRequest) return;
+    imageShown = request;
+    image = decoded;
+    imageError = message;
+    draw();
+  };
+
+  const onSlider = (): void => {
+    model.set("opacity", Number(slider.value));
+    model.save_changes();
+    draw();
+  };
+  const onImage = (): void => void loadImage();
+
+  slider.addEventListener("input", onSlider);
+  model.on("change:image_png", onImage);
+  model.on("change:heatmap_data", loadHeatmap);
+  model.on("change:heatmap_meta", loadHeatmap);
+  model.on("change:opacity", draw);
+  model.on("change:caption", draw);
+  model.on("change:error", showError);
+
+  loadHeatmap();
+  void loadImage();
+
+  return () => {
+    releaseKeys();
+    slider.removeEventListener("input", onSlider);
+    model.off("change:image_png", onImage);
+    model.off("change:heatmap_data", loadHeatmap);
+    model.off("change:heatmap_meta", loadHeatmap);
+    model.off("change:opacity", draw);
+    model.off("change:caption", draw);
+    model.off("change:error", showError);
+  };
+}
+
+export default { render };

@@ -1,0 +1,2 @@
+// Stylesheets are bundled by esbuild into crp_widgets/static/<entry>.css.
+declare module "*.css";
