@@ -1,0 +1,315 @@
+"""Reference scans (RelMax / ActMax) and the store: brute force, resume, distributed, refusal, extension."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+from zoo import small_cnn
+
+from crp_widgets.engine import CRP, CRPError
+from crp_widgets.engine.scan import scan
+from crp_widgets.engine.store import StoreMismatchError, open_store
+
+LAYERS = ["4", "6", "10"]
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def dataset(n=40, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.utils.data.TensorDataset(
+        torch.rand(n, 3, 16, 16, generator=generator), torch.randint(0, 10, (n,), generator=generator)
+    )
+
+
+@pytest.fixture(scope="module")
+def model():
+    return small_cnn(seed=3)
+
+
+@pytest.fixture(scope="module")
+def scanned(model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("store")
+    data = dataset()
+    store = scan(CRP(model), data, LAYERS, path, k=6, class_k=3, batch_size=8, progress=False)
+    return store, data
+
+
+def brute_force(model, data, layers, batch_size=8, label="true", normalize=False):
+    """Per-sample maximisation targets, computed independently with ``CRP.attribute``."""
+    crp = CRP(model)
+    rows = {layer: [] for layer in layers}
+    labels = []
+    for start in range(0, len(data), batch_size):
+        items = [data[i] for i in range(start, min(start + batch_size, len(data)))]
+        x, y = torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items])
+        if label == "predicted":
+            y = crp.predict(x).argmax(1)
+        labels.append(y)
+        result = crp.attribute(x, target=y, record=layers)
+        for layer in layers:
+            relevance = result.relevance_maps[layer].flatten(2) if result.relevance_maps[layer].ndim > 2 else None
+            if relevance is None:
+                relevance = result.relevance_maps[layer].unsqueeze(-1)
+                activation = result.activations[layer].unsqueeze(-1)
+            else:
+                activation = result.activations[layer].flatten(2)
+            if normalize:
+                relevance = relevance / relevance.abs().sum((1, 2), keepdim=True)
+            rows[layer].append((relevance, activation))
+    out = {}
+    for layer in layers:
+        relevance = torch.cat([r for r, _ in rows[layer]])
+        activation = torch.cat([a for _, a in rows[layer]])
+        out[layer] = {
+            ("relevance", "sum"): (relevance.sum(-1), relevance.argmax(-1)),
+            ("relevance", "max"): relevance.max(-1),
+            ("activation", "sum"): (activation.sum(-1), activation.argmax(-1)),
+            ("activation", "max"): activation.max(-1),
+        }
+    return out, torch.cat(labels)
+
+
+def expected_top(values, positions, channel, k, members=None):
+    """Top-k sample indices of one channel: largest value first, ties by smaller index."""
+    candidates = range(values.shape[0]) if members is None else members
+    order = sorted(candidates, key=lambda i: (-float(values[i, channel]), i))[:k]
+    return [(i, float(values[i, channel]), int(positions[i, channel])) for i in order]
+
+
+def flat(neuron, shape):
+    """Flattened spatial index of a reference's neuron."""
+    index = 0
+    for i, size in zip(neuron[1:], shape[1:]):
+        index = index * size + i
+    return index
+
+
+@pytest.mark.parametrize(
+    "mode", [("relevance", "sum"), ("relevance", "max"), ("activation", "sum"), ("activation", "max")]
+)
+def test_top_k_equals_brute_force(model, scanned, mode):
+    store, data = scanned
+    truth, _ = brute_force(model, data, LAYERS)
+    for layer in LAYERS:
+        values, positions = truth[layer][mode]
+        shape = store.layers[layer]["shape"]
+        for channel in range(values.shape[1]):
+            refs = store.references(layer, channel, mode=mode[0], target=mode[1], k=6)
+            got = [(r.index, r.value, flat(r.neuron, shape)) for r in refs]
+            want = expected_top(values, positions, channel, 6)
+            assert [g[0] for g in got] == [w[0] for w in want], (layer, channel)
+            assert [g[1] for g in got] == pytest.approx([w[1] for w in want], rel=1e-5, abs=1e-12)
+            assert [g[2] for g in got] == [w[2] for w in want]
+            assert all(r.neuron[0] == channel for r in refs)
+
+
+def test_class_statistics_equal_brute_force(model, scanned):
+    store, data = scanned
+    truth, labels = brute_force(model, data, LAYERS)
+    for layer in LAYERS:
+        summed, _ = truth[layer][("relevance", "sum")]
+        means = store.class_relevance(layer)
+        for cls in range(10):
+            members = (labels == cls).nonzero().flatten().tolist()
+            if not members:
+                assert torch.isnan(means[:, cls]).all()
+                continue
+            assert torch.allclose(means[:, cls], summed[members].mean(0), rtol=1e-4, atol=1e-12)
+            for channel in (0, 5):
+                refs = store.references(layer, channel, cls=cls, k=3)
+                assert [r.index for r in refs] == [i for i, _, _ in expected_top(summed, summed, channel, 3, members)]
+        channel = 5
+        ranking = store.top_classes(layer, channel, k=3)
+        finite = [(c, float(means[channel, c])) for c in range(10) if torch.isfinite(means[channel, c])]
+        assert [c for c, _ in ranking] == [c for c, _ in sorted(finite, key=lambda t: -t[1])][:3]
+
+
+def test_options_predicted_labels_and_normalisation(model, tmp_path):
+    data = dataset(24, seed=5)
+    store = scan(
+        CRP(model), data, ["6"], tmp_path, k=4, batch_size=8, label="predicted", normalize=True, progress=False
+    )
+    truth, _ = brute_force(model, data, ["6"], label="predicted", normalize=True)
+    values, positions = truth["6"][("relevance", "max")]
+    refs = store.references("6", 2, target="max", k=4)
+    assert [r.index for r in refs] == [i for i, _, _ in expected_top(values, positions, 2, 4)]
+    assert all(abs(r.value) <= 1.0 for r in refs)  # Eq. 35 bounds every normalised relevance by 1
+    assert store.manifest["normalize"] is True
+
+
+def test_reference_dataset_extension(model, scanned, tmp_path):
+    """Sec. 3.2: a second dataset scanned into the store competes for the references, which name their source."""
+    base, data = scanned
+    path = tmp_path / "extended"
+    crp = CRP(model)
+    scan(crp, data, LAYERS, path, k=6, class_k=3, batch_size=8, progress=False)
+    extra = dataset(16, seed=9)
+    store = scan(crp, extra, LAYERS, path, k=6, class_k=3, batch_size=8, name="extra", progress=False)
+    assert [d["name"] for d in store.datasets] == ["dataset", "extra"]
+    both = torch.utils.data.ConcatDataset([data, extra])
+    truth, _ = brute_force(model, both, ["6"])
+    values, positions = truth["6"][("activation", "max")]
+    for channel in range(16):
+        refs = store.references("6", channel, mode="activation", target="max", k=6)
+        expected = expected_top(values, positions, channel, 6)
+        assert [(r.dataset, r.index) for r in refs] == [
+            ("dataset", i) if i < len(data) else ("extra", i - len(data)) for i, _, _ in expected
+        ]
+    assert store.samples == base.samples + len(extra)
+
+
+def tables_equal(a, b, exact_sums=True):
+    assert sorted(a.tables.data) == sorted(b.tables.data)
+    for key, tensor in a.tables.data.items():
+        if "class_relevance_sum" in key and not exact_sums:
+            assert torch.allclose(tensor, b.tables.data[key], rtol=1e-12, atol=1e-300), key
+        else:
+            assert torch.equal(tensor, b.tables.data[key]), key
+
+
+class Interrupting(torch.utils.data.Dataset):
+    """A dataset whose loading raises KeyboardInterrupt once, at a given index (like Ctrl-C in a notebook)."""
+
+    def __init__(self, data, at):
+        self.data, self.at = data, at
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, index):
+        if index == self.at:
+            self.at = None
+            raise KeyboardInterrupt
+        return self.data[index]
+
+
+def test_resume_after_an_interruption_gives_the_identical_store(model, scanned, tmp_path):
+    store, data = scanned
+    interrupting = Interrupting(data, at=21)
+    crp = CRP(model)
+    with pytest.raises(KeyboardInterrupt):
+        scan(
+            crp, interrupting, LAYERS, tmp_path, k=6, class_k=3, batch_size=8, checkpoint_every=(1, 1e9), progress=False
+        )
+    partial = open_store(tmp_path)
+    assert not partial.complete
+    assert partial.samples == 16  # two whole batches; the interrupted one is not half-counted
+    assert len(partial.references("6", 0, k=6)) == 6  # partial results are readable before the scan ends
+    resumed = scan(crp, interrupting, LAYERS, tmp_path, k=6, class_k=3, batch_size=8, progress=False)
+    assert resumed.complete
+    tables_equal(resumed, store)
+    assert not list(tmp_path.glob("part-*"))
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import os, sys, time
+    import torch
+    sys.path.insert(0, {tests!r})
+    from zoo import small_cnn
+    from test_scan import dataset, LAYERS
+    from crp_widgets.engine import CRP
+    from crp_widgets.engine.scan import scan
+
+    class Slow(torch.utils.data.Dataset):
+        def __init__(self, data, delay):
+            self.data, self.delay = data, delay
+        def __len__(self):
+            return len(self.data)
+        def __getitem__(self, index):
+            time.sleep(self.delay)
+            return self.data[index]
+
+    if os.environ.get("WORLD_SIZE", "1") != "1":
+        torch.distributed.init_process_group("gloo")
+    torch.set_num_threads(1)
+    data = Slow(dataset(), float(sys.argv[2]))
+    scan(CRP(small_cnn(seed=3)), data, LAYERS, sys.argv[1], k=6, class_k=3, batch_size=8,
+         checkpoint_every=(1, 1e9), progress=False)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    """
+)
+
+
+def run_script(tmp_path, out, delay=0.0, processes=None, background=False):
+    script = tmp_path / "scan_script.py"
+    script.write_text(SCRIPT.format(tests=str(ROOT / "tests")))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, str(script), str(out), str(delay)]
+    if processes:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+                   *command[1:]]  # fmt: skip
+    if background:
+        return subprocess.Popen(command, env=env, start_new_session=True)
+    subprocess.run(command, env=env, check=True, timeout=300)
+    return open_store(out)
+
+
+def checkpointed_batches(path):
+    part = path / "part-0.json"
+    return json.loads(part.read_text())["batches_done"] if part.exists() else 0
+
+
+def test_a_killed_scan_resumes_to_the_identical_store(tmp_path):
+    reference = run_script(tmp_path, tmp_path / "reference")
+    killed = tmp_path / "killed"
+    process = run_script(tmp_path, killed, delay=0.05, background=True)
+    try:
+        deadline = time.monotonic() + 120
+        while checkpointed_batches(killed) < 2 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert process.poll() is None, "the scan ended before it could be killed"
+        os.killpg(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()
+    assert not open_store(killed).complete
+    resumed = run_script(tmp_path, killed)
+    tables_equal(resumed, reference)
+
+
+def test_two_process_gloo_scan_gives_the_identical_store(tmp_path):
+    single = run_script(tmp_path, tmp_path / "single")
+    double = run_script(tmp_path, tmp_path / "double", processes=2)
+    assert double.complete
+    # Float64 class sums are added in another order across processes: equal to rounding, everything else exactly.
+    tables_equal(double, single, exact_sums=False)
+
+
+def test_a_mismatching_store_is_refused(model, scanned, tmp_path):
+    store, data = scanned
+    other = small_cnn(seed=4)
+    with pytest.raises(StoreMismatchError, match="made for another model"):
+        open_store(store.path, model=other)
+    with pytest.raises(StoreMismatchError, match=r"holds layers \['10', '4', '6'\], not \['6'\]"):
+        open_store(store.path, layers=["6"])
+    with pytest.raises(StoreMismatchError, match="dataset 'dataset' differs"):
+        open_store(store.path, datasets={"dataset": dataset(40, seed=1)})
+    with pytest.raises(StoreMismatchError, match="has no dataset 'imagenet'"):
+        open_store(store.path, datasets={"imagenet": data})
+    with pytest.raises(StoreMismatchError, match="made for another model"):
+        scan(CRP(other), data, LAYERS, store.path, k=6, class_k=3, progress=False)
+    with pytest.raises(StoreMismatchError, match="made with k=6, not 4"):
+        scan(CRP(model), data, LAYERS, store.path, k=4, class_k=3, progress=False)
+    with pytest.raises(StoreMismatchError, match="already holds a different dataset named 'dataset'"):
+        scan(CRP(model), dataset(40, seed=2), LAYERS, store.path, k=6, class_k=3, progress=False)
+    assert open_store(store.path, model=model, layers=LAYERS, datasets={"dataset": data}).complete
+
+
+def test_store_input_errors(scanned):
+    store, _ = scanned
+    with pytest.raises(CRPError, match=r"layer '5' is not in this reference store; it holds '4', '6', '10'"):
+        store.references("5", 0)
+    with pytest.raises(CRPError, match=r"channel 16 is out of range for layer '6', which has 16 channels"):
+        store.references("6", 16)
+    with pytest.raises(CRPError, match="mode must be 'relevance'"):
+        store.references("6", 0, mode="gradient")
+    with pytest.raises(CRPError, match="class-conditional references exist for relevance"):
+        store.references("6", 0, mode="activation", cls=1)
