@@ -1,0 +1,65 @@
+"""The base of every anywidget component: a session, a shared state, an error box and a busy flag."""
+
+import pathlib
+
+import anywidget
+import traitlets
+
+from .session import ExplorerState, Session
+
+STATIC = pathlib.Path(__file__).parent.parent / "static"
+
+
+class Component(anywidget.AnyWidget):
+    """A widget that shows part of a CRP session and links to others through an :class:`ExplorerState`.
+
+    Subclasses set ``_esm``/``_css`` (``STATIC / "<name>.js"``), declare their synced traits, observe the state
+    traits they depend on and call :meth:`schedule` to compute off the comm thread.
+
+    Parameters
+    ----------
+    session : Session or torch.nn.Module
+        The shared backend (a model builds a session with ``session_options``).
+    state : ExplorerState, optional
+        The shared state (a new one by default).
+
+    Attributes
+    ----------
+    error : str
+        A message shown inside the widget while non-empty; the widget keeps working.
+    busy : bool
+        Whether a computation for this widget is waiting or running (the front end shows a spinner).
+    """
+
+    error = traitlets.Unicode("").tag(sync=True)
+    busy = traitlets.Bool(False).tag(sync=True)
+
+    def __init__(self, session, state=None, session_options=None, **kwargs):
+        super().__init__(**kwargs)
+        self.session = session if isinstance(session, Session) else Session(session, **(session_options or {}))
+        self.state = state if state is not None else ExplorerState()
+        self._waiting = set()
+
+    def schedule(self, view, key, compute, apply):
+        """Compute ``compute()`` off the comm thread and ``apply`` the result, unless a newer request came first.
+
+        ``key`` (everything that determines the result, or ``None``) caches it in the session's worker; errors
+        are shown in :attr:`error`. See :class:`crp_widgets.widgets.worker.Worker`.
+        """
+        self._waiting.add(view)
+        self.busy = True
+
+        def done(result):
+            self._finish(view)
+            self.error = ""
+            apply(result)
+
+        def fail(error):
+            self._finish(view)
+            self.error = f"{type(error).__name__}: {error}" if not str(error) else str(error)
+
+        return self.session.worker.submit((id(self), view), key, compute, done, fail)
+
+    def _finish(self, view):
+        self._waiting.discard(view)
+        self.busy = bool(self._waiting)

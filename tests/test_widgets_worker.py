@@ -1,0 +1,101 @@
+"""The worker: off-thread computation, newest request wins, stale results dropped, cache, errors; typed traits."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from crp_widgets.widgets.session import ExplorerState
+from crp_widgets.widgets.traits import array_from_json, array_to_json
+from crp_widgets.widgets.worker import Worker
+
+
+def test_jobs_run_off_the_calling_thread_and_results_are_cached():
+    worker = Worker()
+    seen = []
+    caller = threading.get_ident()
+    assert not worker.submit("view", "k1", lambda: threading.get_ident(), seen.append)
+    assert worker.wait(5)
+    assert seen[0] != caller
+    # Cached: applied at once, on the calling thread, without computing again.
+    assert worker.submit("view", "k1", lambda: pytest.fail("recomputed"), seen.append)
+    assert seen == [seen[0], seen[0]]
+
+
+def test_only_the_newest_request_of_a_view_runs_and_stale_results_are_dropped():
+    worker = Worker()
+    started, release = threading.Event(), threading.Event()
+    computed, shown = [], []
+
+    def slow(value):
+        def compute():
+            computed.append(value)
+            started.set()
+            release.wait(5)
+            return value
+
+        return compute
+
+    worker.submit("view", 0, slow(0), shown.append)
+    assert started.wait(5)  # job 0 is running
+    for value in range(1, 6):  # rapid clicks while it runs
+        worker.submit("view", value, slow(value), shown.append)
+    release.set()
+    assert worker.wait(5)
+    assert computed == [0, 5]  # 1-4 never ran
+    assert shown == [5]  # the result of 0 arrived after newer requests: cached, not shown
+    assert worker.cached(0)
+
+
+def test_views_are_independent_and_errors_reach_the_view():
+    worker = Worker()
+    shown, failed = [], []
+    worker.submit("a", None, lambda: 1 / 0, shown.append, failed.append)
+    worker.submit("b", None, lambda: "fine", shown.append, failed.append)
+    assert worker.wait(5)
+    assert shown == ["fine"]
+    assert isinstance(failed[0], ZeroDivisionError)
+    worker.submit("a", None, lambda: "recovered", shown.append, failed.append)
+    assert worker.wait(5)
+    assert shown == ["fine", "recovered"]
+
+
+def test_synchronous_worker_for_scripts():
+    worker = Worker(synchronous=True)
+    shown = []
+    assert worker.submit("view", "key", lambda: threading.get_ident(), shown.append)
+    assert shown == [threading.get_ident()]
+
+
+def test_rapid_requests_never_queue_minutes_of_work():
+    worker = Worker()
+    shown = []
+    start = time.perf_counter()
+    for value in range(200):
+        worker.submit("view", value, lambda v=value: time.sleep(0.01) or v, shown.append)
+    assert worker.wait(10)
+    assert time.perf_counter() - start < 1.0  # at most a couple of jobs ran, not 200 x 10 ms
+    assert shown[-1] == 199
+
+
+def test_array_trait_serialisation_round_trip():
+    region = np.zeros((4, 5), dtype=bool)
+    region[1:3, 2:4] = True
+    payload = array_to_json(region.astype(np.uint8))
+    assert isinstance(payload["data"], memoryview)  # sent as a binary buffer, not base64
+    assert payload["shape"] == [4, 5]
+    assert payload["dtype"] == "uint8"
+    assert np.array_equal(array_from_json(payload), region.astype(np.uint8))
+    heat = torch.linspace(-1, 1, 6).reshape(2, 3)
+    assert np.allclose(array_from_json(array_to_json(heat.numpy())), heat.numpy())
+
+
+def test_state_selects_conditions_as_eq_8():
+    state = ExplorerState()
+    state.select("features.28", [5, 3, 5])
+    state.select("features.26", [1])
+    assert state.conditions == {"features.28": [3, 5], "features.26": [1]}
+    state.select("features.28", [])
+    assert state.conditions == {"features.26": [1]}
