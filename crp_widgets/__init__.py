@@ -2,6 +2,9 @@
 
 from . import demo
 from .engine import CRP
+from .engine.references import ReferenceViews
+from .engine.scan import scan
+from .engine.store import Store, open_store
 
-__all__ = ["CRP", "demo"]
+__all__ = ["CRP", "ReferenceViews", "Store", "demo", "open_store", "scan"]
 __version__ = "0.1.0"

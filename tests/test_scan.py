@@ -227,9 +227,7 @@ SCRIPT = textwrap.dedent(
             time.sleep(self.delay)
             return self.data[index]
 
-    if os.environ.get("WORLD_SIZE", "1") != "1":
-        torch.distributed.init_process_group("gloo")
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # under torchrun, scan() starts the gloo process group itself
     data = Slow(dataset(), float(sys.argv[2]))
     scan(CRP(small_cnn(seed=3)), data, LAYERS, sys.argv[1], k=6, class_k=3, batch_size=8,
          checkpoint_every=(1, 1e9), progress=False)

@@ -11,6 +11,7 @@ merged into one store identical to a single-process scan.
 """
 
 import contextlib
+import os
 import pathlib
 import time
 
@@ -42,6 +43,16 @@ def _world():
     if distributed.is_available() and distributed.is_initialized():
         return distributed.get_rank(), distributed.get_world_size()
     return 0, 1
+
+
+def _join_launcher():
+    """Under ``torchrun`` (``WORLD_SIZE`` > 1), start the process group if the script has not: nccl on GPUs."""
+    distributed = torch.distributed
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and distributed.is_available() and not distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        distributed.init_process_group(backend)
 
 
 def _barrier():
@@ -260,6 +271,7 @@ def scan(
         raise CRPError("the dataset is empty")
     if not isinstance(k, int) or k < 1 or not isinstance(class_k, int) or class_k < 1:
         raise CRPError(f"k and class_k must be positive integers, got k={k!r}, class_k={class_k!r}")
+    _join_launcher()
     rank, world = _world()
     manifest, dataset_id, base = _prepare(crp, dataset, layers, path, name, k, class_k, label, normalize, batch_size)
     if base is None:  # this dataset is in the store already
