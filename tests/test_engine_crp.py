@@ -122,7 +122,8 @@ def test_channel_relevance_ranks_eq_10(cnn):
     recorded = crp.attribute(x, target=4, record=["6"]).relevance["6"]
     assert torch.allclose(ranking.relevance, recorded)
     assert ranking.total == pytest.approx(float(recorded.sum()))
-    assert torch.allclose(ranking.share, recorded / recorded.sum())
+    assert torch.allclose(ranking.share, recorded / recorded.abs().sum())
+    assert bool((torch.sign(ranking.share) == torch.sign(ranking.relevance)).all())
     assert torch.all(ranking.relevance[ranking.order][:-1] >= ranking.relevance[ranking.order][1:])
     top = ranking.top(3)
     assert [c for c, _, _ in top] == ranking.order[:3].tolist()
@@ -139,7 +140,9 @@ def test_region_relevance_equals_summed_conditional_heatmaps(cnn, target):
     brute = heatmaps[:, region].sum(1)
     assert close(result.relevance, brute)
     assert result.region_total == pytest.approx(float(brute.sum()), rel=1e-4, abs=1e-12)
-    assert torch.allclose(result.share_of_region, brute / brute.sum(), rtol=1e-3, atol=1e-6)
+    assert torch.allclose(result.share_of_region, brute / brute.abs().sum(), rtol=1e-3, atol=1e-6)
+    layer_total = crp.channel_relevance(x, "6", target=target).relevance.abs().sum()
+    assert torch.allclose(result.share_of_total, brute / layer_total, rtol=1e-3, atol=1e-6)
     assert result.order[0] == int(brute.argmax())
 
 

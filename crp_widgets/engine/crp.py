@@ -45,6 +45,16 @@ def _spatial_sum(tensor, axis):
     return tensor.sum(dim=dims) if dims else tensor
 
 
+def _proportion(values):
+    """Each value's share of the summed absolute values.
+
+    Supporting relevance stays positive and contradicting relevance negative, whatever the sign of the total (e.g.
+    when explaining a class the model rejects).
+    """
+    scale = float(values.abs().sum())
+    return values / scale if scale > 1e-30 else torch.zeros_like(values)
+
+
 def _share(values, total):
     """``values / total``, zero where the total vanishes."""
     return values / total if abs(total) > 1e-12 else torch.zeros_like(values)
@@ -134,10 +144,10 @@ class CRP:
             self._tapped.add(name)
         return name
 
-    def _channels(self, forward, layer, channels):
+    def _channels(self, forward, layer, channels, ordered=False):
         tap = forward.tap(layer)
         count = tap.activation.shape[channel_axis(self._modules[layer])]
-        return channel_list(channels, layer, count)
+        return channel_list(channels, layer, count, ordered)
 
     def _conditions(self, conditions):
         if conditions is None:
@@ -357,10 +367,10 @@ class CRP:
                 relevance = relevance * self._mask(forward, layer, own)
             values = _spatial_sum(relevance, channel_axis(self._modules[layer]))[0]
             total = float(values.sum())
-            return ChannelRelevance(layer, values, _share(values, total), total, torch.argsort(values, descending=True))
+            return ChannelRelevance(layer, values, _proportion(values), total, torch.argsort(values, descending=True))
 
     def conditional_heatmaps(self, x, layer, channels, target=None, conditions=None):
-        """One conditional heatmap per channel of ``layer`` (Eq. 9), for one sample.
+        """One conditional heatmap per channel of ``layer`` (Eq. 9), for one sample, in the order of ``channels``.
 
         The forward pass and the backward pass from the output down to ``layer`` are shared; the k backward passes
         from ``layer`` to the input run as one vectorised pass. Each heatmap equals
@@ -379,7 +389,7 @@ class CRP:
             conditions = self._validated_conditions(forward, conditions)
             if layer in conditions:
                 raise CRPError(f"conditions already select channels of {layer!r}; pass those as `channels` instead")
-            channels = self._channels(forward, layer, channels)
+            channels = self._channels(forward, layer, channels, ordered=True)
             relevance, bypass = self._layer_relevance(forward, layer, target, conditions)
             grads = self._channel_masks(forward, layer, channels) * relevance
             below = self._masks(forward, conditions)
@@ -425,14 +435,15 @@ class CRP:
                 sensitivity = torch.zeros_like(relevance)
             axis = channel_axis(self._modules[layer])
             values = _spatial_sum(sensitivity.detach() * relevance, axis)[0]
-            total = float(_spatial_sum(relevance, axis)[0].sum())
+            channels = _spatial_sum(relevance, axis)[0]
+            total = float(channels.sum())
             region_total = float(values.sum())
             bypass_in_region = float((bypass * region).sum()) if bypass is not None else 0.0
             return RegionRelevance(
                 layer=layer,
                 relevance=values,
-                share_of_region=_share(values, region_total),
-                share_of_total=_share(values, total),
+                share_of_region=_proportion(values),
+                share_of_total=values / max(float(channels.abs().sum()), 1e-30),
                 region_total=region_total,
                 total=total,
                 bypass=bypass_in_region,

@@ -50,9 +50,10 @@ class ChannelRelevance:
     relevance : torch.Tensor
         ``[C]``, signed: positive supports the explained output, negative contradicts it.
     share : torch.Tensor
-        ``[C]``, relevance divided by the layer's total.
+        ``[C]``, relevance divided by the layer's summed absolute relevance: the share of the layer's relevance,
+        positive for supporting channels and negative for contradicting ones whatever the sign of the total.
     total : float
-        The layer's total relevance (sum over channels).
+        The layer's total relevance (sum over channels, Eq. 10; close to the explained output's value).
     order : torch.Tensor
         Channel indices sorted by descending relevance (Eq. 15).
     """
@@ -79,9 +80,11 @@ class RegionRelevance:
     relevance : torch.Tensor
         ``[C]``: the relevance each channel's conditional heatmap puts inside the region.
     share_of_region : torch.Tensor
-        ``[C]``, relevance divided by the region's total over all channels (the "regional" share).
+        ``[C]``, relevance divided by the region's summed absolute relevance over all channels (the "regional"
+        share, Fig. 16 in parentheses).
     share_of_total : torch.Tensor
-        ``[C]``, relevance divided by the layer's total relevance (the "global" share).
+        ``[C]``, relevance divided by the layer's summed absolute relevance over the whole input (the "global"
+        share, Fig. 16).
     region_total : float
         Relevance inside the region flowing through the layer.
     total : float
