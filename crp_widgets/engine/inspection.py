@@ -139,8 +139,11 @@ def resolve_layer(name, modules, valid):
     return modules[name]
 
 
-def channel_list(channels, layer, count):
-    """Validate channel indices of ``layer`` (with ``count`` channels); return them as a sorted list of ints."""
+def channel_list(channels, layer, count, ordered=False):
+    """Validate channel indices of ``layer`` (with ``count`` channels); return them as a sorted list of ints.
+
+    With ``ordered``, return them in the order given (one result per channel, e.g. per-channel heatmaps).
+    """
     if isinstance(channels, (int, np.integer)) and not isinstance(channels, bool):
         channels = [int(channels)]
     elif isinstance(channels, torch.Tensor):
@@ -169,4 +172,4 @@ def channel_list(channels, layer, count):
                 f"(valid: 0 to {count - 1})"
             )
         result.append(int(channel))
-    return sorted(set(result))
+    return result if ordered else sorted(set(result))

@@ -39,26 +39,44 @@ class Component(anywidget.AnyWidget):
         self.session = session if isinstance(session, Session) else Session(session, **(session_options or {}))
         self.state = state if state is not None else ExplorerState()
         self._waiting = set()
+        self._errors = {}
 
     def schedule(self, view, key, compute, apply):
         """Compute ``compute()`` off the comm thread and ``apply`` the result, unless a newer request came first.
 
         ``key`` (everything that determines the result, or ``None``) caches it in the session's worker; errors
-        are shown in :attr:`error`. See :class:`crp_widgets.widgets.worker.Worker`.
+        are shown in :attr:`error` until the same view succeeds (see :meth:`settle`). See
+        :class:`crp_widgets.widgets.worker.Worker`.
         """
         self._waiting.add(view)
         self.busy = True
 
         def done(result):
             self._finish(view)
-            self.error = ""
+            self.settle(view)
             apply(result)
 
         def fail(error):
             self._finish(view)
-            self.error = f"{type(error).__name__}: {error}" if not str(error) else str(error)
+            self.settle(view, error)
 
         return self.session.worker.submit((id(self), view), key, compute, done, fail)
+
+    def settle(self, view, error=None):
+        """Record the outcome of ``view``: :attr:`error` shows the errors of the views whose last request failed.
+
+        Parameters
+        ----------
+        view : str
+            The view.
+        error : Exception, optional
+            Why its last request failed; ``None`` when it succeeded.
+        """
+        if error is None:
+            self._errors.pop(view, None)
+        else:
+            self._errors[view] = str(error) or type(error).__name__
+        self.error = "\n".join(self._errors.values())
 
     def _finish(self, view):
         self._waiting.discard(view)

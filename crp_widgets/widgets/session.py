@@ -4,6 +4,8 @@ The session holds the model's CRP, the data, the reference store and a worker; t
 layer, conditions, channel, region) is a set of traitlets, readable and settable from Python.
 """
 
+import hashlib
+
 import numpy as np
 import torch
 import traitlets
@@ -144,3 +146,27 @@ class Session:
                 custom = self.transform(custom)
             return torch.as_tensor(custom)
         return self.item(state.sample)[0]
+
+    def source(self, state):
+        """Where the input of ``state`` comes from, for computations off the comm thread.
+
+        Returns
+        -------
+        key : tuple
+            Identifies the input when caching results computed on it: ``("sample", index)``, or a content hash of
+            the custom input.
+        load : callable
+            Returns ``(input tensor, label or None)``; a dataset sample is loaded when ``load`` is called (a custom
+            input is converted with ``transform`` here, to hash it).
+        """
+        if state.custom is None:
+            index = int(state.sample)
+            return ("sample", index), lambda: self.item(index)
+        x = self.input(state)
+        data = x.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+        digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+        return ("custom", tuple(x.shape), str(x.dtype), digest), lambda: (x, None)
+
+    def explained_class(self, x, target):
+        """The class explained for input ``x``: ``target``, or the model's prediction when ``target`` is None."""
+        return int(self.crp.predict(x).argmax()) if target is None else int(target)

@@ -196,7 +196,8 @@ class Lab:
             metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
         )
         nbformat.write(notebook, self.server.root / name)
-        self.page.goto(f"{self.server.url}/lab/tree/{name}?token={self.server.token}")
+        # ?reset: an empty workspace, or the server restores the previous test's notebook next to this one.
+        self.page.goto(f"{self.server.url}/lab/tree/{name}?reset&token={self.server.token}")
         self._wait_for_kernel()
         self.page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
         self.page.locator(".lm-Menu .lm-Menu-item", has_text=re.compile(r"^Run All Cells")).click()

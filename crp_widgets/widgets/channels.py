@@ -1,0 +1,184 @@
+"""Channel selector: the channels of a layer ranked by relevance, and the conditions they make (CRP paper Eq. 8, 10).
+
+For ``state.layer`` the channels are ranked by their relevance (Eq. 10) for the current sample, the explained class
+and the conditions on the *other* layers. Selecting channels edits ``state.conditions``: channels of one layer are
+OR-ed, layers are AND-ed (Eq. 8). With a reference store, a channel's references preview on hover.
+"""
+
+import torch
+import traitlets
+
+from .component import STATIC, Component
+from .sample import thumbnail
+from .traits import Array, PNGList
+
+__all__ = ["ChannelSelector", "default_layer", "frozen"]
+
+PREVIEW_K = 6
+PREVIEW_SIZE = 48
+
+
+def default_layer(crp):
+    """The layer shown first: the last convolutional layer (else the first explainable one)."""
+    modules = dict(crp.model.named_modules())
+    kinds = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+    convolutions = [name for name in crp.layer_names if isinstance(modules[name], kinds)]
+    return convolutions[-1] if convolutions else crp.layer_names[0]
+
+
+def frozen(conditions):
+    """A hashable form of conditions ``{layer: channels}``, for cache keys."""
+    return tuple(sorted((layer, tuple(channels)) for layer, channels in conditions.items()))
+
+
+class ChannelSelector(Component):
+    """The channels of ``state.layer`` ranked by relevance; click to condition on them.
+
+    Parameters
+    ----------
+    session : Session or torch.nn.Module
+        The shared backend (its ``views`` give the reference previews).
+    state : ExplorerState, optional
+        The shared state; this view sets ``layer``, ``conditions`` and ``channel``.
+    top_k : int
+        Channels shown unless ``show_all``.
+    **kwargs
+        Passed to :class:`Component`.
+
+    Attributes
+    ----------
+    layers : list[str]
+        The layers to choose from (``session.crp.layer_names``).
+    layer : str
+        ``state.layer``, for the front end.
+    ranking : numpy.ndarray
+        ``[C, 3]`` float32 rows ``(channel, relevance, share)`` in the order of ``channel_relevance(...).order``.
+    ranking_layer : str
+        The layer ``ranking`` belongs to.
+    total : float
+        The layer's total relevance.
+    conditions : dict[str, list[int]]
+        ``state.conditions``, for the chips.
+    channel : int or None
+        ``state.channel``, the channel in focus.
+    top_k : int
+        Channels shown unless ``show_all``.
+    show_all : bool
+        Show every channel (the list scrolls).
+    has_references : bool
+        Whether the session has references for ``ranking_layer`` (hover previews).
+    preview : tuple[numpy.ndarray]
+        Receptive-field crops of the references of ``preview_for``'s channel, synced as PNG bytes.
+    preview_for : dict
+        ``{"layer": str, "channel": int}`` of the preview.
+    """
+
+    _esm = STATIC / "channels.js"
+    _css = STATIC / "channels.css"
+
+    layers = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    layer = traitlets.Unicode("").tag(sync=True)
+    ranking = Array(ndim=2)
+    ranking_layer = traitlets.Unicode("").tag(sync=True)
+    total = traitlets.Float(0.0).tag(sync=True)
+    conditions = traitlets.Dict().tag(sync=True)
+    channel = traitlets.Int(None, allow_none=True).tag(sync=True)
+    top_k = traitlets.Int(10, min=1).tag(sync=True)
+    show_all = traitlets.Bool(False).tag(sync=True)
+    has_references = traitlets.Bool(False).tag(sync=True)
+    preview = PNGList()
+    preview_for = traitlets.Dict().tag(sync=True)
+
+    def __init__(self, session, state=None, *, top_k=10, **kwargs):
+        super().__init__(session, state, **kwargs)
+        self.layers = list(self.session.crp.layer_names)
+        self.top_k = top_k
+        if not self.state.layer:
+            self.state.layer = default_layer(self.session.crp)
+        self._mirror_state()
+        self.state.observe(self._on_state, names=["sample", "custom", "target", "layer", "conditions", "channel"])
+        self.on_msg(self._on_message)
+        self._rank()
+
+    def toggle(self, channel):
+        """Add ``channel`` of ``state.layer`` to the conditions, or remove it (OR within the layer, Eq. 8)."""
+        layer, channel = self.state.layer, int(channel)
+        with self.state.hold_trait_notifications():
+            self.state.select(layer, set(self.state.conditions.get(layer, [])) ^ {channel})
+            self.state.channel = channel
+
+    def remove(self, layer, channel=None):
+        """Drop ``channel`` of ``layer`` from the conditions (every channel of ``layer`` when ``channel`` is None)."""
+        keep = [] if channel is None else [c for c in self.state.conditions.get(layer, []) if c != int(channel)]
+        self.state.select(layer, keep)
+
+    def clear(self):
+        """Drop every condition."""
+        self.state.conditions = {}
+
+    def show_references(self, channel):
+        """Fetch the preview of ``channel``'s references (of ``state.layer``), if the session has them."""
+        layer, channel = self.state.layer, int(channel)
+        if not self._references(layer):
+            return
+
+        def compute():
+            views = self.session.views.views(layer, channel, k=PREVIEW_K)
+            return [thumbnail(self.session.display(view.crop), PREVIEW_SIZE) for view in views]
+
+        def apply(images):
+            with self.hold_sync():
+                self.preview, self.preview_for = images, {"layer": layer, "channel": channel}
+
+        key = (id(self.session), "preview", self.session.store.samples, layer, channel)
+        self.schedule("preview", key, compute, apply)
+
+    def _references(self, layer):
+        return self.session.views is not None and layer in self.session.store.layers
+
+    def _on_message(self, _, content, buffers):
+        kind = content.get("type")
+        if kind == "toggle":
+            self.toggle(content["channel"])
+        elif kind == "remove":
+            self.remove(content["layer"], content.get("channel"))
+        elif kind == "clear":
+            self.clear()
+        elif kind == "layer":
+            self.state.layer = content["layer"]
+        elif kind == "preview":
+            self.show_references(content["channel"])
+
+    def _on_state(self, change):
+        self._mirror_state()
+        if change["name"] != "channel":
+            self._rank()
+
+    def _mirror_state(self):
+        with self.hold_sync():
+            self.layer, self.channel = self.state.layer, self.state.channel
+            self.conditions = {layer: list(channels) for layer, channels in self.state.conditions.items()}
+
+    def _rank(self):
+        try:
+            source, load = self.session.source(self.state)
+        except Exception as error:  # a custom input the transform refuses
+            self.settle("ranking", error)
+            return
+        layer, target = self.state.layer, self.state.target
+        others = {name: channels for name, channels in self.state.conditions.items() if name != layer}
+
+        def compute():
+            x, _ = load()
+            explained = self.session.explained_class(x, target)
+            return self.session.crp.channel_relevance(x, layer, explained, others)
+
+        def apply(result):
+            order = result.order
+            rows = torch.stack([order.to(result.relevance.dtype), result.relevance[order], result.share[order]], 1)
+            with self.hold_sync():
+                self.ranking = rows
+                self.ranking_layer, self.total = layer, result.total
+                self.has_references = self._references(layer)
+
+        self.schedule("ranking", (id(self.session), "ranking", source, target, layer, frozen(others)), compute, apply)

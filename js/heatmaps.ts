@@ -1,0 +1,143 @@
+/**
+ * ConditionalHeatmaps (crp_widgets/widgets/heatmaps.py): the heatmap of the active conditions and a grid of one
+ * conditional heatmap per selected (or top-k) channel of the layer, with each channel's share of the layer's
+ * relevance. Every heatmap is coloured on its own (bwr, normalised by its maximum absolute value, CRP A.3.1) and
+ * blended over the image with one opacity; a toggle switches to class-free localisation (Sec. 2.3.5).
+ */
+import type { RenderProps } from "@anywidget/types";
+import { element, mountShell } from "./lib/shell";
+import { formatShare } from "./lib/views-bars";
+import { coalesced } from "./lib/views-dom";
+import { compose, decodePayload, heatmapPixels, ImageSlot, type Pixels, paint } from "./lib/views-overlay";
+import "./lib/theme.css";
+import "./heatmaps.css";
+
+interface GridInfo {
+  layer?: string;
+  channels?: number[];
+  relevance?: number[];
+  shares?: number[];
+  selected?: boolean;
+  note?: string;
+}
+
+interface HeatmapsModel {
+  error: string;
+  busy: boolean;
+  image: DataView | null;
+  heatmap: unknown;
+  caption: string;
+  grid: unknown;
+  grid_info: GridInfo;
+  top_k: number;
+  opacity: number;
+  localization: boolean;
+}
+
+function slider(): { label: HTMLLabelElement; input: HTMLInputElement; readout: HTMLOutputElement } {
+  const input = element("input", "crpw-opacity");
+  input.type = "range";
+  input.min = "0";
+  input.max = "1";
+  input.step = "0.05";
+  const readout = element("output", "crpw-value");
+  const label = element("label", "crpw-controls");
+  label.append("Opacity ", input, readout);
+  return { label, input, readout };
+}
+
+function render({ model, el }: RenderProps<HeatmapsModel>): () => void {
+  const shell = mountShell(el, model, "heatmaps");
+
+  const main = element("figure", "crpw-figure crpw-hm-main");
+  const mainCanvas = element("canvas", "crpw-hm-canvas");
+  mainCanvas.setAttribute("role", "img");
+  const mainCaption = element("figcaption", "crpw-caption crpw-hm-caption");
+  main.append(mainCanvas, mainCaption);
+
+  const opacity = slider();
+  const localization = element("input", "crpw-localization");
+  localization.type = "checkbox";
+  const localizationLabel = element("label", "crpw-controls");
+  localizationLabel.title =
+    "Start each heatmap from the channels' activations instead of a class: where a concept is, " +
+    "regardless of the prediction (CRP Sec. 2.3.5)";
+  localizationLabel.append(localization, " class-free localisation");
+  const controls = element("div", "crpw-controls crpw-hm-controls");
+  controls.append(opacity.label, localizationLabel);
+
+  const title = element("div", "crpw-hm-title");
+  const note = element("div", "crpw-hm-note");
+  const grid = element("div", "crpw-hm-grid");
+  shell.body.append(main, controls, title, note, grid);
+
+  const image = new ImageSlot();
+  let heatmap: Pixels | null = null;
+  let cells: Array<{ canvas: HTMLCanvasElement; pixels: Pixels }> = [];
+
+  const draw = (): void => {
+    const value = model.get("opacity");
+    opacity.input.value = String(value);
+    opacity.readout.value = `${Math.round(value * 100)}%`;
+    opacity.input.setAttribute("aria-valuetext", opacity.readout.value);
+    paint(mainCanvas, compose(image.pixels, heatmap, value));
+    for (const cell of cells) paint(cell.canvas, compose(image.pixels, cell.pixels, value));
+  };
+
+  const loadHeatmap = (): void => {
+    const array = decodePayload(model.get("heatmap"));
+    heatmap = array === null ? null : heatmapPixels(array)[0];
+    const caption = model.get("caption");
+    mainCaption.textContent = caption;
+    mainCanvas.setAttribute("aria-label", `heatmap ${caption}`);
+    draw();
+  };
+
+  const loadGrid = (): void => {
+    const info = model.get("grid_info");
+    const array = decodePayload(model.get("grid"));
+    const layers = array === null ? [] : heatmapPixels(array);
+    const channels = info.channels ?? [];
+    const shares = info.shares ?? [];
+    const which = info.selected ? "selected channels" : `top ${channels.length} channels (select channels to compare)`;
+    title.textContent = info.layer === undefined ? "" : `Conditional heatmaps · layer ${info.layer} · ${which}`;
+    note.textContent = info.note ?? "";
+    cells = layers.map((pixels) => ({ canvas: element("canvas", "crpw-hm-cell-canvas"), pixels }));
+    grid.replaceChildren(
+      ...cells.map(({ canvas }, i) => {
+        const figure = element("figure", "crpw-figure crpw-hm-cell");
+        const share = formatShare(shares[i] ?? Number.NaN);
+        canvas.setAttribute("role", "img");
+        canvas.setAttribute("aria-label", `conditional heatmap of channel ${channels[i]}, ${share} of the relevance`);
+        figure.dataset.channel = String(channels[i]);
+        const caption = element("figcaption", "crpw-caption");
+        caption.append(
+          element("span", "crpw-hm-channel", `channel ${channels[i]}`),
+          element("span", "crpw-hm-share", share),
+        );
+        caption.title = "the channel's share of the layer's relevance";
+        figure.append(canvas, caption);
+        return figure;
+      }),
+    );
+    draw();
+  };
+
+  opacity.input.addEventListener("input", () => {
+    model.set("opacity", Number(opacity.input.value));
+    model.save_changes();
+    draw();
+  });
+  localization.addEventListener("change", () => {
+    model.send({ type: "localization", localization: localization.checked });
+  });
+
+  shell.listen(["image"], () => void image.load(model.get("image")).then((current) => current && draw()), true);
+  shell.listen(["heatmap", "caption"], coalesced(loadHeatmap), true);
+  shell.listen(["grid", "grid_info"], coalesced(loadGrid), true);
+  shell.listen(["opacity"], draw, true);
+  shell.listen(["localization"], () => void (localization.checked = model.get("localization")), true);
+  return shell.dispose;
+}
+
+export default { render };
