@@ -135,6 +135,9 @@ def drill_down(crp, x, path, target=None, k=5, next_layer=None, heatmaps=True, c
         ``[(layer, channel), ...]`` from the output side towards the input.
     next_layer : str, optional
         The layer below the last path element; by default the explainable layer right below it.
+    heatmaps : bool or "last"
+        Compute the listed channels' conditional heatmaps at every step, or (``"last"``) only at the last one, the
+        step a drill-down shows (one batched backward pass to the input instead of one per step).
 
     Returns
     -------
@@ -176,7 +179,7 @@ def drill_down(crp, x, path, target=None, k=5, next_layer=None, heatmaps=True, c
             top = torch.argsort(values, descending=True)[: int(k)].tolist()
             total = float(current.sum())
             maps = None
-            if heatmaps and top:
+            if heatmaps and top and (heatmaps != "last" or index == len(path) - 1):
                 maps = _input_heatmaps(forward, lower, crp._channel_masks(forward, lower, top) * low, masks)
             steps.append(
                 DrillStep(
