@@ -13,11 +13,11 @@ For each model (the demo CNN at 64x64, torchvision vgg16 at 224x224 with ``weigh
 Two bare baselines are printed: "full", the standard ``.backward()`` that also computes the parameter gradients (the
 model's parameters require gradients, as they do by default), and "input", ``torch.autograd.grad`` with respect to
 the input only. zennit's own hook-based attribution is timed for reference. Fresh inputs are used for every
-uncached repetition, so no cache is hit. Timings are medians; nothing is asserted.
+uncached repetition, so no cache is hit. Timings are the best of the repetitions (the machines are shared: the
+minimum is the least disturbed run); nothing is asserted.
 """
 
 import argparse
-import statistics
 import time
 
 import torch
@@ -28,8 +28,8 @@ from crp_widgets import demo
 from crp_widgets.engine import CRP, default_composite
 
 
-def median_time(fn, repeats, setup=None):
-    """Median wall time of ``fn(setup())`` over ``repeats`` runs, after one warm-up run."""
+def best_time(fn, repeats, setup=None):
+    """Best wall time of ``fn(setup())`` over ``repeats`` runs, after one warm-up run."""
     times = []
     for index in range(repeats + 1):
         argument = setup() if setup else None
@@ -38,7 +38,7 @@ def median_time(fn, repeats, setup=None):
         elapsed = time.perf_counter() - start
         if index:
             times.append(elapsed)
-    return statistics.median(times)
+    return min(times)
 
 
 class Inputs:
@@ -110,22 +110,22 @@ def bench(name, model, shape, layer, repeats):
     others = list(range(8, 16))
 
     rows = []
-    ours = median_time(lambda x: crp.attribute(x, target=target), repeats, inputs)
-    full = median_time(bare_heatmap(model, target, False), repeats, inputs)
-    grad = median_time(bare_heatmap(model, target, True), repeats, inputs)
-    zennit = median_time(zennit_heatmap(model, default_composite(model), target), repeats, inputs)
+    ours = best_time(lambda x: crp.attribute(x, target=target), repeats, inputs)
+    full = best_time(bare_heatmap(model, target, False), repeats, inputs)
+    grad = best_time(bare_heatmap(model, target, True), repeats, inputs)
+    zennit = best_time(zennit_heatmap(model, default_composite(model), target), repeats, inputs)
     rows.append(("1 heatmap", ours, full, grad, zennit))
 
-    ours = median_time(lambda x: crp.conditional_heatmaps(x, layer, channels, target=target), repeats, inputs)
-    full = median_time(bare_conditional(model, layer, target, channels, False), repeats, inputs)
-    grad = median_time(bare_conditional(model, layer, target, channels, True), repeats, inputs)
+    ours = best_time(lambda x: crp.conditional_heatmaps(x, layer, channels, target=target), repeats, inputs)
+    full = best_time(bare_conditional(model, layer, target, channels, False), repeats, inputs)
+    grad = best_time(bare_conditional(model, layer, target, channels, True), repeats, inputs)
     rows.append((f"8 heatmaps {layer}", ours, full, grad, None))
 
     fixed = inputs()
     crp.conditional_heatmaps(fixed, layer, channels, target=target)
-    ours = median_time(lambda _: crp.conditional_heatmaps(fixed, layer, others, target=target), repeats)
-    full = median_time(bare_conditional(model, layer, target, others, False, skip_first=True), repeats, lambda: fixed)
-    grad = median_time(bare_conditional(model, layer, target, others, True, skip_first=True), repeats, lambda: fixed)
+    ours = best_time(lambda _: crp.conditional_heatmaps(fixed, layer, others, target=target), repeats)
+    full = best_time(bare_conditional(model, layer, target, others, False, skip_first=True), repeats, lambda: fixed)
+    grad = best_time(bare_conditional(model, layer, target, others, True, skip_first=True), repeats, lambda: fixed)
     rows.append(("8 more, cached", ours, full, grad, None))
 
     print(f"\n{name} input {tuple(shape)}, torch {torch.__version__}, {torch.get_num_threads()} threads")

@@ -14,7 +14,6 @@ Timings are best-of-repeats; nothing is asserted.
 """
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -134,7 +133,8 @@ def main():
             raise SystemExit(f"unknown model {name!r}; choose from demo, vgg16")
         bare = bare_throughput(model, data, batch_size)
         ours = scan_throughput(model, data, batch_size)
-        print(f"\n{name}: scan of {len(data)} samples, batch {batch_size}, {len(conv_layers(model))} conv layers recorded")
+        layers = len(conv_layers(model))
+        print(f"\n{name}: scan of {len(data)} samples, batch {batch_size}, {layers} conv layers recorded")
         print(f"  scan {ours:8.1f} samples/s   bare forward+backward {bare:8.1f} samples/s   ratio {ours / bare:.2f}")
         render, bare_backward = render_cost(model, data, layer)
         print(f"  render 8 references of {layer}: {render:.3f} s   bare 8 backwards {bare_backward:.3f} s   "
