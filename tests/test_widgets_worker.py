@@ -62,6 +62,20 @@ def test_views_are_independent_and_errors_reach_the_view():
     assert shown == ["fine", "recovered"]
 
 
+def test_waiting_jobs_run_by_priority():
+    worker = Worker()
+    started, release = threading.Event(), threading.Event()
+    order = []
+    worker.submit("busy", None, lambda: started.set() or release.wait(5), lambda _: None)
+    assert started.wait(5)
+    worker.submit("graph", None, lambda: order.append("graph"), lambda _: None, priority=2)
+    worker.submit("gallery", None, lambda: order.append("gallery"), lambda _: None, priority=1)
+    worker.submit("heatmap", None, lambda: order.append("heatmap"), lambda _: None, priority=0)
+    release.set()
+    assert worker.wait(5)
+    assert order == ["heatmap", "gallery", "graph"]
+
+
 def test_synchronous_worker_for_scripts():
     worker = Worker(synchronous=True)
     shown = []
@@ -99,3 +113,20 @@ def test_state_selects_conditions_as_eq_8():
     assert state.conditions == {"features.28": [3, 5], "features.26": [1]}
     state.select("features.28", [])
     assert state.conditions == {"features.26": [1]}
+
+
+def test_an_inactive_component_runs_only_its_newest_request_when_activated():
+    from zoo import small_cnn
+
+    from crp_widgets.widgets.component import Component
+    from crp_widgets.widgets.session import Session
+
+    component = Component(Session(small_cnn(), worker=Worker(synchronous=True)))
+    shown = []
+    component.active = False
+    for value in range(3):
+        component.schedule("view", value, lambda v=value: v, shown.append)
+    assert shown == []
+    assert not component.busy
+    component.active = True
+    assert shown == [2]

@@ -29,10 +29,17 @@ class Component(anywidget.AnyWidget):
         A message shown inside the widget while non-empty; the widget keeps working.
     busy : bool
         Whether a computation for this widget is waiting or running (the front end shows a spinner).
+    active : bool
+        Whether the widget computes. An inactive widget (e.g. on a hidden tab of the explorer) keeps only the newest
+        request per view and runs it when it becomes active again.
+    priority : int
+        Order of this widget's jobs among waiting ones (lower first): views the user waits for come first.
     """
 
     error = traitlets.Unicode("").tag(sync=True)
     busy = traitlets.Bool(False).tag(sync=True)
+    active = traitlets.Bool(True)
+    priority = 0
 
     def __init__(self, session, state=None, session_options=None, **kwargs):
         super().__init__(**kwargs)
@@ -40,6 +47,8 @@ class Component(anywidget.AnyWidget):
         self.state = state if state is not None else ExplorerState()
         self._waiting = set()
         self._errors = {}
+        self._deferred = {}
+        self.observe(self._on_active, names=["active"])
 
     def schedule(self, view, key, compute, apply):
         """Compute ``compute()`` off the comm thread and ``apply`` the result, unless a newer request came first.
@@ -48,6 +57,9 @@ class Component(anywidget.AnyWidget):
         are shown in :attr:`error` until the same view succeeds (see :meth:`settle`). See
         :class:`crp_widgets.widgets.worker.Worker`.
         """
+        if not self.active:
+            self._deferred[view] = (key, compute, apply)
+            return False
         self._waiting.add(view)
         self.busy = True
 
@@ -60,7 +72,13 @@ class Component(anywidget.AnyWidget):
             self._finish(view)
             self.settle(view, error)
 
-        return self.session.worker.submit((id(self), view), key, compute, done, fail)
+        return self.session.worker.submit((id(self), view), key, compute, done, fail, self.priority)
+
+    def _on_active(self, change):
+        if change["new"]:
+            deferred, self._deferred = self._deferred, {}
+            for view, request in deferred.items():
+                self.schedule(view, *request)
 
     def settle(self, view, error=None):
         """Record the outcome of ``view``: :attr:`error` shows the errors of the views whose last request failed.

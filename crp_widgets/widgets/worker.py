@@ -3,7 +3,8 @@
 A widget never computes on the thread that receives front-end messages. It submits a job for one of its *views*
 (e.g. "the channel ranking"); if the result is cached it is applied at once, otherwise the job waits for the worker
 thread. Only the newest job of each view runs: rapid clicking replaces the waiting job instead of queueing work, and
-a result that arrives after a newer request for the same view is cached but not shown.
+a result that arrives after a newer request for the same view is cached but not shown. Waiting jobs run by priority
+(lower first, e.g. heatmaps before attribution graphs), then in the order they were asked for.
 """
 
 import collections
@@ -26,18 +27,19 @@ class Worker:
         self.synchronous = synchronous
         self._cache = collections.OrderedDict()
         self._cache_size = cache_size
-        self._pending = collections.OrderedDict()  # view -> (generation, key, compute, apply, fail)
+        self._pending = {}  # view -> (priority, generation, key, compute, apply, fail)
         self._latest = {}  # view -> newest generation
         self._generation = 0
         self._condition = threading.Condition()
         self._running = 0
         self._thread = None
 
-    def submit(self, view, key, compute, apply, fail=None):
+    def submit(self, view, key, compute, apply, fail=None, priority=0):
         """Compute ``compute()`` for ``view`` and pass the result to ``apply``; errors go to ``fail(exception)``.
 
-        ``key`` identifies the result (everything that determines it); ``None`` disables caching. Returns ``True``
-        when the result was applied immediately (cached or synchronous), ``False`` when it waits for the thread.
+        ``key`` identifies the result (everything that determines it); ``None`` disables caching. ``priority``
+        orders waiting jobs (lower first). Returns ``True`` when the result was applied immediately (cached or
+        synchronous), ``False`` when it waits for the thread.
         """
         with self._condition:
             self._generation += 1
@@ -48,7 +50,7 @@ class Worker:
                 self._cache.move_to_end(key)
                 result = self._cache[key]
             elif not self.synchronous:
-                self._pending[view] = (generation, key, compute, apply, fail)
+                self._pending[view] = (priority, generation, key, compute, apply, fail)
                 self._ensure_thread()
                 self._condition.notify_all()
                 return False
@@ -77,7 +79,8 @@ class Worker:
         while True:
             with self._condition:
                 self._condition.wait_for(lambda: self._pending)
-                view, (generation, key, compute, apply, fail) = self._pending.popitem(last=False)
+                view = min(self._pending, key=lambda v: self._pending[v][:2])
+                _, generation, key, compute, apply, fail = self._pending.pop(view)
                 self._running += 1
             try:
                 self._run(view, generation, key, compute, apply, fail)
