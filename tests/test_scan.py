@@ -311,3 +311,37 @@ def test_store_input_errors(scanned):
         store.references("6", 0, mode="gradient")
     with pytest.raises(CRPError, match="class-conditional references exist for relevance"):
         store.references("6", 0, mode="activation", cls=1)
+
+
+class Slow(torch.utils.data.Dataset):
+    def __init__(self, data, delay):
+        self.data, self.delay = data, delay
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, index):
+        time.sleep(self.delay)
+        return self.data[index]
+
+
+def test_a_background_scan_shows_partial_results_stops_and_resumes(model, scanned, tmp_path):
+    store, data = scanned
+    crp = CRP(model)
+    options = {"k": 6, "class_k": 3, "batch_size": 8, "checkpoint_every": (1, 1e9)}
+    job = scan(crp, Slow(data, 0.02), LAYERS, tmp_path, background=True, **options)
+    assert job.running()
+    deadline = time.monotonic() + 60
+    while job.store.samples < 16 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    partial = job.store
+    assert not partial.complete
+    assert 16 <= partial.samples < len(data)
+    # The engine keeps answering while the scan runs (recorded forward passes of one model are serialised).
+    assert crp.attribute(data[0][0], target=1).heatmap.shape == (16, 16)
+    assert job.stop(timeout=60)
+    assert job.error is None
+    assert not open_store(tmp_path).complete
+    resumed = scan(crp, data, LAYERS, tmp_path, background=True, **options).wait(timeout=120)
+    assert resumed.complete
+    tables_equal(resumed, store)

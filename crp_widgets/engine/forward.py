@@ -2,6 +2,8 @@
 
 import contextlib
 import itertools
+import threading
+import weakref
 
 import torch
 
@@ -9,6 +11,18 @@ from .audit import FunctionalAudit
 from .composites import rule_plan
 from .errors import CRPError, ModelForwardError, UnsupportedModelError
 from .propagation import Tap, make_hooks
+
+_MODEL_LOCKS = weakref.WeakKeyDictionary()
+_LOCKS_LOCK = threading.Lock()
+
+
+def model_lock(model):
+    """The lock serialising recorded forward passes of one model (their hooks and canonizers must not overlap)."""
+    with _LOCKS_LOCK:
+        lock = _MODEL_LOCKS.get(model)
+        if lock is None:
+            lock = _MODEL_LOCKS[model] = threading.RLock()
+        return lock
 
 
 @contextlib.contextmanager
@@ -169,7 +183,7 @@ def record_forward(model, input, composite, tap_names, audit=False):
     counter = itertools.count()
     checker = FunctionalAudit() if audit else None
     handles = []
-    with preserved(model):
+    with model_lock(model), preserved(model):
         canonizers = []
         try:
             for canonizer in getattr(composite, "canonizers", []) or []:

@@ -13,6 +13,7 @@ merged into one store identical to a single-process scan.
 import contextlib
 import os
 import pathlib
+import threading
 import time
 
 import torch
@@ -202,6 +203,8 @@ class _Scanner:
                 tables = self.step(tables, x, labels, batch * size)
                 done = count
                 bar.update(x.shape[0])
+                if self.options["stop"].is_set():
+                    raise ScanStoppedError(f"stopped after {done} of {len(mine)} batches; scan again to continue")
                 if count % every[0] == 0 or time.monotonic() - last > every[1]:
                     self.checkpoint(tables, count)
                     last = time.monotonic()
@@ -229,6 +232,7 @@ def scan(
     num_workers=0,
     checkpoint_every=(50, 120.0),
     progress=True,
+    background=False,
 ):
     """Scan ``dataset`` for reference samples of every channel of ``layers`` and write a store at ``path``.
 
@@ -258,10 +262,13 @@ def scan(
         Checkpoint after this many batches or seconds, whichever comes first.
     progress : bool
         Show a progress bar (tqdm, in notebooks and terminals).
+    background : bool
+        Scan in a background thread of this process and return at once a :class:`ScanJob`, whose store shows the
+        partial results (the explorer's gallery fills while the scan runs); ``job.stop()`` interrupts it.
 
     Returns
     -------
-    Store
+    Store or ScanJob
     """
     path = pathlib.Path(path)
     layers = [crp._layer(layer) for layer in layers]
@@ -272,19 +279,93 @@ def scan(
     if not isinstance(k, int) or k < 1 or not isinstance(class_k, int) or class_k < 1:
         raise CRPError(f"k and class_k must be positive integers, got k={k!r}, class_k={class_k!r}")
     _join_launcher()
-    rank, world = _world()
+    world = _world()[1]
     manifest, dataset_id, base = _prepare(crp, dataset, layers, path, name, k, class_k, label, normalize, batch_size)
     if base is None:  # this dataset is in the store already
-        return Store(path)
+        return ScanJob.finished(path) if background else Store(path)
+    if background and world > 1:
+        raise CRPError("a background scan runs in one process; under torchrun, scan in the foreground")
+    stop = threading.Event()
     options = {
         "batch_size": batch_size,
         "num_workers": num_workers,
         "label": label,
         "normalize": normalize,
         "checkpoint_every": checkpoint_every,
-        "progress": progress,
+        "progress": progress and not background,
         "audit": True,
+        "stop": stop,
     }
+
+    def run():
+        return _run(crp, dataset, path, manifest, dataset_id, options, base)
+
+    if background:
+        return ScanJob(run, path, stop)
+    return run()
+
+
+class ScanStoppedError(CRPError):
+    """A scan stopped on request (its checkpoint is kept; scanning again continues it)."""
+
+
+class ScanJob:
+    """A scan running in a background thread.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The store directory.
+    error : BaseException or None
+        Why the scan failed, if it did (a stop request is not an error).
+    """
+
+    def __init__(self, run, path, stop):
+        self.path = pathlib.Path(path)
+        self.error = None
+        self._stop = stop
+        self._thread = threading.Thread(target=self._main, args=(run,), name="crp-widgets-scan", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def finished(cls, path):
+        """A job for a store whose scan is complete already."""
+        return cls(lambda: None, path, threading.Event())
+
+    def _main(self, run):
+        try:
+            run()
+        except ScanStoppedError:
+            pass
+        except BaseException as error:  # kept for the caller: a background thread has no one to raise to
+            self.error = error
+
+    @property
+    def store(self):
+        """The store, with the results so far (``store.refresh()`` reads newer ones)."""
+        return Store(self.path)
+
+    def running(self):
+        """Whether the scan is still running."""
+        return self._thread.is_alive()
+
+    def stop(self, timeout=None):
+        """Stop after the current batch, keeping a checkpoint; return whether it stopped within ``timeout``."""
+        self._stop.set()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def wait(self, timeout=None):
+        """Wait for the scan to end; raise its error if it failed; return the store."""
+        self._thread.join(timeout)
+        if self.error is not None:
+            raise self.error
+        return self.store
+
+
+def _run(crp, dataset, path, manifest, dataset_id, options, base):
+    """Scan this process's share, merge all processes' tables into the store (rank 0) and open it."""
+    rank, world = _world()
     tables = _Scanner(crp, dataset, path, manifest, dataset_id, options).run()
     parts = [tables]
     if world > 1:
