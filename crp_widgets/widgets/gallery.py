@@ -1,0 +1,272 @@
+"""The reference gallery: what a channel's concept looks like (CRP paper Sec. 2.3.3-2.3.5, 3.1-3.2).
+
+For the channel in focus it shows the reference samples of a scan (RelMax or ActMax, sum or max target, Eq. 18-23),
+seen as full samples, receptive-field crops, conditional heatmaps of the crops or relevance-masked crops (Fig. 8),
+with tabs for the classes that use the channel most and their class-conditional references (Fig. 13), and a
+side-by-side RelMax-versus-ActMax mode (Fig. 9). While a scan is still running it polls the store and fills up.
+"""
+
+import threading
+
+import torch
+import traitlets
+
+from ..engine import CRPError
+from ..render.images import heatmap_to_rgb
+from .component import STATIC, Component
+from .traits import PNGList
+
+__all__ = ["ReferenceGallery"]
+
+MODES = {"relevance": "RelMax", "activation": "ActMax"}
+VIEWS = ("sample", "crop", "heatmap", "masked")
+CLASS_TABS = 5
+
+NO_STORE = (
+    "No reference store yet. References come from a scan of a dataset (RelMax and ActMax, Sec. 2.3.3):\n"
+    "    store = cw.scan(cw.CRP(model), dataset, layers=[...], path='references')\n"
+    "then call gallery.attach_store(store), or pass store=... to the Session."
+)
+
+
+class ReferenceGallery(Component):
+    """Reference samples of the channel in focus (``state.layer``, ``state.channel``).
+
+    Parameters
+    ----------
+    session : Session or torch.nn.Module
+        The shared backend; its reference store gives the references (:func:`crp_widgets.engine.scan.scan`).
+    state : ExplorerState, optional
+        The shared state; the gallery follows its ``layer`` and ``channel`` and sets them from its header.
+    layer : str, optional
+        Sets ``state.layer``.
+    channel : int, optional
+        Sets ``state.channel``.
+    poll_interval : float
+        Seconds between re-reads of a store whose scan is still running.
+    **kwargs
+        Initial values of the traits below, or passed to :class:`Component`.
+
+    Attributes
+    ----------
+    mode : {"relevance", "activation"}
+        RelMax or ActMax references (Sec. 2.3.3, Fig. 9).
+    compare : bool
+        Show RelMax and ActMax side by side (Fig. 9).
+    maximization : {"sum", "max"}
+        The maximization target over the channel's neurons (Eq. 18, 19).
+    k : int
+        References per row.
+    view : {"sample", "crop", "heatmap", "masked"}
+        Full sample, receptive-field crop, conditional heatmap of the crop, or the crop masked where the smoothed
+        heatmap stays below 40 % of its maximum (Fig. 8).
+    init : {"relevance", "activation"}
+        Heatmaps start from the relevance for the sample's class or from the channel's activation (Sec. 2.3.5).
+    cls : int or None
+        Class-conditional references of this class (Fig. 13; RelMax only); ``None`` for all classes.
+    class_tabs : list[dict]
+        The classes that use the channel most: ``{"cls", "name", "relevance"}`` (mean relevance, Fig. 13).
+    groups : list[dict]
+        The rows shown: ``{"title", "mode", "tiles": [{"dataset", "index", "value", "target"}]}``.
+    images : tuple[numpy.ndarray]
+        The tiles' pictures, row after row (PNG bytes in the front end).
+    store_info : dict
+        The store's layers (name to channel count), ``k``, ``class_k``, ``samples``, ``total`` and ``complete``;
+        empty without a store.
+    message : str
+        A note shown instead of tiles (no store yet, no channel chosen).
+    """
+
+    _esm = STATIC / "gallery.js"
+    _css = STATIC / "gallery.css"
+
+    layer = traitlets.Unicode("").tag(sync=True)
+    channel = traitlets.Int(None, allow_none=True).tag(sync=True)
+    mode = traitlets.Enum(tuple(MODES), default_value="relevance").tag(sync=True)
+    compare = traitlets.Bool(False).tag(sync=True)
+    maximization = traitlets.Enum(("sum", "max"), default_value="sum").tag(sync=True)
+    k = traitlets.Int(8).tag(sync=True)
+    view = traitlets.Enum(VIEWS, default_value="crop").tag(sync=True)
+    init = traitlets.Enum(("relevance", "activation"), default_value="relevance").tag(sync=True)
+    cls = traitlets.Int(None, allow_none=True).tag(sync=True)
+    class_tabs = traitlets.List().tag(sync=True)
+    groups = traitlets.List().tag(sync=True)
+    images = PNGList()
+    store_info = traitlets.Dict().tag(sync=True)
+    message = traitlets.Unicode("").tag(sync=True)
+
+    def __init__(self, session, state=None, *, layer=None, channel=None, poll_interval=2.0, **kwargs):
+        super().__init__(session, state, **kwargs)
+        if layer is not None:
+            self.state.layer = layer
+        if channel is not None:
+            self.state.channel = channel
+        self.poll_interval = poll_interval
+        self._timer = None
+        self._closed = False
+        self._links = [traitlets.link((self.state, name), (self, name)) for name in ("layer", "channel")]
+        self.observe(self._changed, names=["layer", "channel", "mode", "compare", "maximization", "k", "view",
+                                           "init", "cls"])  # fmt: skip
+        self.show()
+
+    def attach_store(self, store):
+        """Use a reference store (a :class:`Store` or its path) and show its references.
+
+        A store made for another model or dataset is refused: the error shows inside the gallery (until the
+        gallery next shows references) and is raised; the gallery keeps the store it had.
+        """
+        try:
+            self.session.attach_store(store)
+        except CRPError as error:
+            self.settle("tiles", error)
+            raise
+        self.show()
+
+    def show(self):
+        """Show the references for the current state and options (the gallery calls this on every change)."""
+        store = self.session.store
+        if store is None:
+            self._clear(NO_STORE)
+            return
+        self.store_info = _store_info(store)
+        self._watch()
+        if not self.layer or self.channel is None:
+            self.settle("tiles")
+            self._clear("Choose a layer and a channel to see its reference samples.")
+            return
+        request = (self.layer, self.channel, self.mode, self.compare, self.maximization, self.k, self.view,
+                   self.init, self.cls)  # fmt: skip
+        key = ("gallery", str(store.path), store.manifest.get("tables"), store.samples, *request)
+        self.schedule("tiles", key, lambda: self._compute(store, *request), self._apply)
+
+    def close(self):
+        """Stop polling the store, unlink from the state and close the widget."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        for link in self._links:
+            link.unlink()
+        super().close()
+
+    # ------------------------------------------------------------------------------------------------ internals
+
+    def _changed(self, change):
+        if change["name"] in ("layer", "channel") and self.cls is not None:
+            self.cls = None  # the class tabs belong to the channel; this change shows the gallery again
+            return
+        self.show()
+
+    def _clear(self, message):
+        with self.hold_sync():
+            self.message = message
+            self.groups = []
+            self.images = ()
+            self.class_tabs = []
+            if self.session.store is None:
+                self.store_info = {}
+
+    def _compute(self, store, layer, channel, mode, compare, maximization, k, view, init, cls):
+        views = self.session.views
+        tabs = [{"cls": c, "name": self._class_name(c), "relevance": r}
+                for c, r in store.top_classes(layer, channel, k=CLASS_TABS)]  # fmt: skip
+        groups, images = [], []
+        for shown in ("relevance", "activation") if compare else (mode,):
+            conditional = cls if shown == "relevance" else None
+            references = views.views(layer, channel, mode=shown, target=maximization, k=k, cls=conditional, init=init)
+            groups.append({
+                "title": self._title(shown, maximization, conditional, cls),
+                "mode": shown,
+                "tiles": [_tile(v, self._class_name) for v in references],
+            })  # fmt: skip
+            images.extend(self._picture(v, view) for v in references)
+        return tabs, groups, images
+
+    def _apply(self, result):
+        tabs, groups, images = result
+        scanning = not self.store_info.get("complete", True)
+        empty = not any(group["tiles"] for group in groups)
+        with self.hold_sync():
+            self.class_tabs = tabs
+            self.groups = groups
+            self.images = images
+            self.message = ("No references yet: the scan has not reached this channel." if scanning
+                            else "This channel has no references in the store.") if empty else ""  # fmt: skip
+
+    def _title(self, mode, maximization, conditional, cls):
+        title = f"{MODES[mode]} ({maximization})"
+        if conditional is not None:
+            return f"{title}, class {self._class_name(conditional)}"
+        if cls is not None:
+            return f"{title}, all classes (class-conditional references are RelMax only)"
+        return title
+
+    def _class_name(self, cls):
+        return None if cls is None else class_name(self.session, cls)
+
+    def _picture(self, reference, view):
+        if view == "heatmap":
+            return heatmap_to_rgb(reference.crop_heatmap)
+        picture = {"sample": reference.sample, "crop": reference.crop, "masked": reference.masked}[view]
+        return displayed(self.session, picture)
+
+    def _watch(self):
+        """Re-read a store whose scan is running every ``poll_interval`` seconds, on the worker thread."""
+        store = self.session.store
+        if self._closed or self._timer is not None or store is None or store.complete:
+            return
+        self._timer = threading.Timer(self.poll_interval, self._poll, args=(store,))
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _poll(self, store):
+        before = store.samples
+
+        def refreshed(_):
+            self._timer = None
+            self.settle("poll")
+            if store is self.session.store and (store.samples != before or store.complete):
+                self.show()
+            else:
+                self._watch()
+
+        def failed(error):
+            self._timer = None
+            self.settle("poll", error)
+            self._watch()
+
+        self.session.worker.submit((id(self), "poll"), None, store.refresh, refreshed, failed)
+
+
+def _store_info(store):
+    return {
+        "layers": {name: info["channels"] for name, info in store.layers.items()},
+        "k": store.manifest["k"],
+        "class_k": store.manifest["class_k"],
+        "samples": store.samples,
+        "total": sum(dataset["length"] for dataset in store.datasets),
+        "complete": store.complete,
+    }
+
+
+def _tile(view, name_of):
+    reference = view.reference
+    return {
+        "dataset": reference.dataset,
+        "index": reference.index,
+        "value": reference.value,
+        "target": name_of(view.target),
+    }
+
+
+def displayed(session, x):
+    """An input ``[C, H, W]`` as the session displays it, in RGB (grey images repeated to three channels)."""
+    image = torch.as_tensor(session.display(x))
+    return image.expand(3, -1, -1) if image.ndim == 3 and image.shape[0] == 1 else image
+
+
+def class_name(session, cls):
+    """The name of class ``cls`` (its number when the session knows no names)."""
+    try:
+        return session.classes[cls]
+    except (CRPError, IndexError):
+        return str(cls)
