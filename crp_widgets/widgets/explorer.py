@@ -1,0 +1,92 @@
+"""The linked explorer: every component on one session and one state (issue 4)."""
+
+import ipywidgets
+
+from ..engine import CRPError
+from ..engine.scan import ScanJob
+from .atlas import ConceptAtlas
+from .channels import ChannelSelector, default_layer
+from .gallery import ReferenceGallery
+from .graph import AttributionGraphView
+from .heatmaps import ConditionalHeatmaps
+from .sample import SampleView
+from .session import ExplorerState, Session
+
+TABS = (("References", "gallery"), ("Concept atlas", "atlas"), ("Attribution graph", "graph"))
+
+
+class Explorer(ipywidgets.VBox):
+    """Explore a model inline: sample and class, channels, conditional heatmaps, references, atlas, graph.
+
+    Every part is also its own widget (``explorer.sample``, ``.channels``, ``.heatmaps``, ``.gallery``, ``.atlas``,
+    ``.graph``); they share one :class:`Session` and one :class:`ExplorerState`, so changing the sample, class,
+    layer, channel or region anywhere updates every view that depends on it, and ``explorer.state`` scripts it
+    from Python. Views on hidden tabs compute when shown; heatmaps and rankings go before graphs.
+
+    Parameters
+    ----------
+    model : torch.nn.Module or CRP
+        The model to explain.
+    dataset : torch.utils.data.Dataset, optional
+        Items ``(input, label)``.
+    store : Store, ScanJob, str or pathlib.Path, optional
+        Reference store (:func:`crp_widgets.scan`); a running background scan fills the gallery as it goes. A store
+        made for another model or dataset is refused inside the gallery, and the rest keeps working.
+    layer : str, optional
+        The layer shown first (default: the last convolution).
+    **session_options
+        ``classes``, ``datasets``, ``display``, ``transform``, ``composite``, ``layers`` (see :class:`Session`).
+    """
+
+    def __init__(self, model, dataset=None, store=None, *, layer=None, **session_options):
+        session = Session(model, dataset, **session_options)
+        state = ExplorerState(layer=layer or default_layer(session.crp))
+        if layer is not None:
+            session.crp._layer(layer)
+        store_error = None
+        if store is not None:
+            try:
+                session.attach_store(store.path if isinstance(store, ScanJob) else store)
+            except CRPError as error:
+                store_error = error
+        self.session, self.state = session, state
+        self.sample = SampleView(session, state)
+        self.channels = ChannelSelector(session, state)
+        self.heatmaps = ConditionalHeatmaps(session, state)
+        self.gallery = ReferenceGallery(session, state)
+        self.atlas = ConceptAtlas(session, state)
+        self.graph = AttributionGraphView(session, state)
+        self.gallery.priority, self.atlas.priority, self.graph.priority = 1, 2, 2
+        if store_error is not None:
+            self.gallery.settle("store", store_error)
+        self.tabs = ipywidgets.Tab(children=[getattr(self, name) for _, name in TABS])
+        self.tabs.titles = tuple(title for title, _ in TABS)
+        self.tabs.observe(self._show_tab, names=["selected_index"])
+        self._show_tab({"new": self.tabs.selected_index or 0})
+        self.channels.observe(self._focus_top_channel, names=["ranking", "ranking_layer"])
+        self._focus_top_channel()
+        top = ipywidgets.HBox(
+            [self.sample, self.channels, self.heatmaps], layout=ipywidgets.Layout(flex_flow="row wrap", gap="8px")
+        )
+        super().__init__([top, self.tabs])
+
+    def _show_tab(self, change):
+        for index, (_, name) in enumerate(TABS):
+            getattr(self, name).active = index == change["new"]
+
+    def _focus_top_channel(self, change=None):
+        """Without a (valid) channel in focus, focus the layer's most relevant one: references and graph need one."""
+        ranking = self.channels.ranking
+        if ranking is None or not len(ranking) or self.channels.ranking_layer != self.state.layer:
+            return
+        if self.state.channel is None or not 0 <= self.state.channel < len(ranking):
+            self.state.channel = int(ranking[0][0])
+
+    def show(self, image):
+        """Explain ``image`` (a tensor, array, or a PIL image through the session's ``transform``)."""
+        self.sample.show(image)
+
+    @property
+    def region(self):
+        """The region drawn on the concept atlas (boolean ``[H, W]``), or ``None``."""
+        return self.state.region
