@@ -5,6 +5,7 @@ from .engine import CRP
 from .engine.references import ReferenceViews
 from .engine.scan import scan
 from .engine.store import Store, open_store
+from .widgets import Explorer
 
-__all__ = ["CRP", "ReferenceViews", "Store", "demo", "open_store", "scan"]
+__all__ = ["CRP", "Explorer", "ReferenceViews", "Store", "demo", "open_store", "scan"]
 __version__ = "0.1.0"
