@@ -13,8 +13,9 @@ For each model (the demo CNN at 64x64, torchvision vgg16 at 224x224 with ``weigh
 Two bare baselines are printed: "full", the standard ``.backward()`` that also computes the parameter gradients (the
 model's parameters require gradients, as they do by default), and "input", ``torch.autograd.grad`` with respect to
 the input only. zennit's own hook-based attribution is timed for reference. Fresh inputs are used for every
-uncached repetition, so no cache is hit. Timings are the best of the repetitions (the machines are shared: the
-minimum is the least disturbed run); nothing is asserted.
+uncached repetition, so no cache is hit. The candidates of one row run interleaved, round after round, and each
+keeps its best time (the machines are shared: the host's speed drifts, and the minimum is the least disturbed
+run); nothing is asserted.
 """
 
 import argparse
@@ -28,17 +29,22 @@ from crp_widgets import demo
 from crp_widgets.engine import CRP, default_composite
 
 
-def best_time(fn, repeats, setup=None):
-    """Best wall time of ``fn(setup())`` over ``repeats`` runs, after one warm-up run."""
-    times = []
-    for index in range(repeats + 1):
-        argument = setup() if setup else None
-        start = time.perf_counter()
-        fn(argument)
-        elapsed = time.perf_counter() - start
-        if index:
-            times.append(elapsed)
-    return min(times)
+def race(candidates, repeats, setup=lambda: None):
+    """Best wall time of each ``fn(setup())``, the candidates interleaved in every round.
+
+    Interleaving makes the ratios robust to the host's speed drifting between measurements (shared machines).
+    Each round uses a fresh ``setup()`` value; one warm-up round is not counted.
+    """
+    best = dict.fromkeys(candidates, float("inf"))
+    for round_ in range(repeats + 1):
+        argument = setup()
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            fn(argument)
+            elapsed = time.perf_counter() - start
+            if round_:
+                best[name] = min(best[name], elapsed)
+    return best
 
 
 class Inputs:
@@ -54,7 +60,7 @@ class Inputs:
 
 def bare_heatmap(model, target, input_only):
     def run(x):
-        x = x.requires_grad_()
+        x = x.detach().requires_grad_()
         output = model(x)
         if input_only:
             torch.autograd.grad(output[0, target], x)
@@ -69,7 +75,7 @@ def bare_conditional(model, layer, target, channels, input_only, skip_first=Fals
     module = dict(model.named_modules())[layer]
 
     def run(x):
-        x = x.requires_grad_()
+        x = x.detach().requires_grad_()
         captured = {}
         handle = module.register_forward_hook(lambda m, i, o: captured.setdefault("out", o))
         try:
@@ -109,24 +115,40 @@ def bench(name, model, shape, layer, repeats):
     channels = list(range(8))
     others = list(range(8, 16))
 
+    composite = default_composite(model)
     rows = []
-    ours = best_time(lambda x: crp.attribute(x, target=target), repeats, inputs)
-    full = best_time(bare_heatmap(model, target, False), repeats, inputs)
-    grad = best_time(bare_heatmap(model, target, True), repeats, inputs)
-    zennit = best_time(zennit_heatmap(model, default_composite(model), target), repeats, inputs)
-    rows.append(("1 heatmap", ours, full, grad, zennit))
-
-    ours = best_time(lambda x: crp.conditional_heatmaps(x, layer, channels, target=target), repeats, inputs)
-    full = best_time(bare_conditional(model, layer, target, channels, False), repeats, inputs)
-    grad = best_time(bare_conditional(model, layer, target, channels, True), repeats, inputs)
-    rows.append((f"8 heatmaps {layer}", ours, full, grad, None))
-
+    times = race(
+        {
+            "crp": lambda x: crp.attribute(x, target=target),
+            "full": bare_heatmap(model, target, False),
+            "input": bare_heatmap(model, target, True),
+            "zennit": zennit_heatmap(model, composite, target),
+        },
+        repeats,
+        inputs,
+    )
+    rows.append(("1 heatmap", times["crp"], times["full"], times["input"], times["zennit"]))
+    times = race(
+        {
+            "crp": lambda x: crp.conditional_heatmaps(x, layer, channels, target=target),
+            "full": bare_conditional(model, layer, target, channels, False),
+            "input": bare_conditional(model, layer, target, channels, True),
+        },
+        repeats,
+        inputs,
+    )
+    rows.append((f"8 heatmaps {layer}", times["crp"], times["full"], times["input"], None))
     fixed = inputs()
     crp.conditional_heatmaps(fixed, layer, channels, target=target)
-    ours = best_time(lambda _: crp.conditional_heatmaps(fixed, layer, others, target=target), repeats)
-    full = best_time(bare_conditional(model, layer, target, others, False, skip_first=True), repeats, lambda: fixed)
-    grad = best_time(bare_conditional(model, layer, target, others, True, skip_first=True), repeats, lambda: fixed)
-    rows.append(("8 more, cached", ours, full, grad, None))
+    times = race(
+        {
+            "crp": lambda _: crp.conditional_heatmaps(fixed, layer, others, target=target),
+            "full": lambda _: bare_conditional(model, layer, target, others, False, skip_first=True)(fixed),
+            "input": lambda _: bare_conditional(model, layer, target, others, True, skip_first=True)(fixed),
+        },
+        repeats,
+    )
+    rows.append(("8 more, cached", times["crp"], times["full"], times["input"], None))
 
     print(f"\n{name} input {tuple(shape)}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     header = ("work", "crp (s)", "bare full", "ratio", "bare input", "ratio", "zennit", "ratio")

@@ -32,30 +32,27 @@ def conv_layers(model):
     return [name for name, module in model.named_modules() if isinstance(module, torch.nn.Conv2d)]
 
 
-def bare_throughput(model, data, batch_size, repeats=2):
-    """Samples per second of forward + backward of the explained (true-class) outputs."""
-    loader = torch.utils.data.DataLoader(data, batch_size=batch_size)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for x, y in loader:
-            x = x.requires_grad_()
-            output = model(x)
-            output.gather(1, y[:, None]).sum().backward()
-            model.zero_grad(set_to_none=True)
-        best = min(best, time.perf_counter() - start)
-    return len(data) / best
+def bare_pass(model, data, batch_size):
+    """Forward + backward of the explained (true-class) outputs over the dataset."""
+    for x, y in torch.utils.data.DataLoader(data, batch_size=batch_size):
+        x = x.detach().requires_grad_()
+        model(x).gather(1, y[:, None]).sum().backward()
+        model.zero_grad(set_to_none=True)
 
 
-def scan_throughput(model, data, batch_size, repeats=2):
-    best = float("inf")
+def throughputs(model, data, batch_size, repeats=2):
+    """Samples per second of a scan and of the bare passes, interleaved round after round (best of each)."""
     crp = CRP(model)
+    best = {"scan": float("inf"), "bare": float("inf")}
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as path:
             start = time.perf_counter()
             scan(crp, data, conv_layers(model), path, k=16, batch_size=batch_size, progress=False)
-            best = min(best, time.perf_counter() - start)
-    return len(data) / best
+            best["scan"] = min(best["scan"], time.perf_counter() - start)
+        start = time.perf_counter()
+        bare_pass(model, data, batch_size)
+        best["bare"] = min(best["bare"], time.perf_counter() - start)
+    return len(data) / best["scan"], len(data) / best["bare"]
 
 
 def peak_memory(samples):
@@ -65,8 +62,8 @@ def peak_memory(samples):
         "from crp_widgets import demo\n"
         "from crp_widgets.engine import CRP\n"
         "from crp_widgets.engine.scan import scan\n"
-        "world = demo.load()\n"
-        f"data = torch.utils.data.Subset(world.dataset, range({samples}))\n"
+        f"world = demo.load(length={samples})\n"
+        "data = world.dataset\n"
         "layers = [n for n, m in world.model.named_modules() if isinstance(m, torch.nn.Conv2d)]\n"
         "with tempfile.TemporaryDirectory() as path:\n"
         "    scan(CRP(world.model), data, layers, path, k=16, batch_size=64, progress=False)\n"
@@ -83,23 +80,20 @@ def render_cost(model, data, layer, repeats=3):
         store = scan(crp, data, [layer], path, k=8, batch_size=32, progress=False)
         channel = int(torch.argmax(store.class_relevance(layer).nan_to_num(0).sum(1)))
         indices = [r.index for r in store.references(layer, channel, k=8)]
-        render = float("inf")
-        for repeat in range(repeats):
+        x = torch.stack([data[i][0] for i in indices])
+        y = torch.tensor([int(data[i][1]) for i in indices])
+        best = {"render": float("inf"), "bare": float("inf")}
+        for _ in range(repeats):
             views = ReferenceViews(crp, store, {"dataset": data})  # a fresh cache every time
             crp.clear_cache()
             start = time.perf_counter()
-            views.views(layer, channel, k=8, target="max" if repeat % 2 else "sum")
-            render = min(render, time.perf_counter() - start)
-    x = torch.stack([data[i][0] for i in indices])
-    y = torch.tensor([int(data[i][1]) for i in indices])
-    bare = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        xx = x.clone().requires_grad_()
-        model(xx).gather(1, y[:, None]).sum().backward()
-        model.zero_grad(set_to_none=True)
-        bare = min(bare, time.perf_counter() - start)
-    return render, bare
+            views.views(layer, channel, k=8)
+            best["render"] = min(best["render"], time.perf_counter() - start)
+            start = time.perf_counter()
+            model(x.detach().requires_grad_()).gather(1, y[:, None]).sum().backward()
+            model.zero_grad(set_to_none=True)
+            best["bare"] = min(best["bare"], time.perf_counter() - start)
+    return best["render"], best["bare"]
 
 
 class RandomImages(torch.utils.data.Dataset):
@@ -122,8 +116,8 @@ def main():
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for name in args.models.split(","):
         if name == "demo":
-            world = demo.load()
-            data = torch.utils.data.Subset(world.dataset, range(1024))
+            world = demo.load(length=1024)
+            data = world.dataset
             model, batch_size, layer = world.model, 64, conv_layers(world.model)[-1]
         elif name == "vgg16":
             torch.manual_seed(0)
@@ -131,8 +125,7 @@ def main():
             data, batch_size, layer = RandomImages(64, 224), 16, "features.28"
         else:
             raise SystemExit(f"unknown model {name!r}; choose from demo, vgg16")
-        bare = bare_throughput(model, data, batch_size)
-        ours = scan_throughput(model, data, batch_size)
+        ours, bare = throughputs(model, data, batch_size)
         layers = len(conv_layers(model))
         print(f"\n{name}: scan of {len(data)} samples, batch {batch_size}, {layers} conv layers recorded")
         print(f"  scan {ours:8.1f} samples/s   bare forward+backward {bare:8.1f} samples/s   ratio {ours / bare:.2f}")

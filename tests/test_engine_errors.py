@@ -209,3 +209,24 @@ def test_the_engine_keeps_working_after_errors(crp, x):
             crp.attribute(x, target=0, conditions=bad)
     result = crp.attribute(x, target=0, conditions={"6": [1]})
     assert torch.isfinite(result.heatmap).all()
+
+
+def test_in_place_forward_code_keeps_the_recorded_activations():
+    class InPlace(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+            self.head = torch.nn.Linear(4 * 14 * 14, 2)
+
+        def forward(self, x):
+            hidden = self.conv(x)
+            hidden.relu_()  # overwrites the conv layer's output
+            return self.head(hidden.flatten(1))
+
+    model = InPlace()
+    x = torch.rand(3, 16, 16)
+    for _ in range(2):  # the audit of the first pass decides; the second pass relies on it
+        result = CRP(model).attribute(x, target=0, record=["conv"])
+        expected = model.conv(x[None])[0].detach()
+        assert float(expected.min()) < 0
+        assert torch.allclose(result.activations["conv"], expected)

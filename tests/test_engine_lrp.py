@@ -178,3 +178,24 @@ def test_forward_cache_follows_model_updates():
     second = crp.attribute(x, target=3).heatmap
     assert not torch.allclose(first, second)
     assert torch.allclose(second, CRP(model).attribute(x, target=3).heatmap)
+
+
+def test_a_recorded_forward_pass_is_freed_by_reference_counting():
+    """No reference cycles: a graph is freed as soon as it is dropped, not at the next garbage collection."""
+    import gc
+    import weakref
+
+    from crp_widgets.engine.forward import record_forward
+
+    model = small_cnn()
+    crp = CRP(model)
+    gc.disable()
+    try:
+        forward = record_forward(model, torch.rand(2, 3, 16, 16), crp.composite, crp.layer_names)
+        forward.backward(forward.output, forward.output.detach(), [forward.tap("6").site])
+        tensors = [forward.input, forward.output] + [tap.site for tap in forward.taps.values()]
+        refs = [weakref.ref(t) for t in tensors] + [weakref.ref(tap) for tap in forward.taps.values()]
+        del forward, tensors
+        assert all(ref() is None for ref in refs)
+    finally:
+        gc.enable()

@@ -74,6 +74,14 @@ def _classify(name):
     return None
 
 
+_IN_PLACE = {"__iadd__", "__isub__", "__imul__", "__itruediv__"}
+
+
+def _in_place(name, kwargs):
+    """Whether a call modifies a tensor in place (``relu_``, ``+=``, ``inplace=True``)."""
+    return (name.endswith("_") and not name.startswith("__")) or name in _IN_PLACE or bool(kwargs.get("inplace"))
+
+
 def _residual(args):
     """Whether ``args`` add two gradient-carrying tensors of one shape (a residual connection)."""
     if len(args) < 2 or not all(isinstance(a, torch.Tensor) for a in args[:2]):
@@ -93,6 +101,7 @@ class FunctionalAudit(TorchFunctionMode):
         self.depth = 0
         self.problems = {}
         self.additions = 0
+        self.in_place = False
 
     def enter(self, *_):
         """Count a module entered."""
@@ -103,6 +112,7 @@ class FunctionalAudit(TorchFunctionMode):
         self.depth -= 1
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
         if self.depth == 0:
             name = getattr(func, "__name__", "")
             reason = _classify(name)
@@ -110,10 +120,17 @@ class FunctionalAudit(TorchFunctionMode):
                 self.problems.setdefault(name, reason)
             elif name in _ADDITIONS and _residual(args):
                 self.additions += 1
-        return func(*args, **(kwargs or {}))
+            self.in_place = self.in_place or _in_place(name, kwargs)
+        return func(*args, **kwargs)
 
     def verdict(self):
-        """Raise :class:`UnsupportedModelError` for operations no rule can explain; warn about additions."""
+        """Raise :class:`UnsupportedModelError` for operations no rule can explain; warn about additions.
+
+        Returns
+        -------
+        bool
+            Whether the forward code modifies tensors in place (then layer outputs are copied when recorded).
+        """
         if self.problems:
             details = "; ".join(self.problems.values())
             raise UnsupportedModelError(
@@ -128,3 +145,4 @@ class FunctionalAudit(TorchFunctionMode):
                 "torchvision ResNets).",
                 stacklevel=4,
             )
+        return self.in_place

@@ -6,7 +6,7 @@ from zennit.composites import EpsilonPlusFlat
 from zennit.torchvision import ResNetCanonizer, VGGCanonizer
 
 from .errors import UnsupportedModelError
-from .propagation import GradientRule, Propagator, propagator_for
+from .propagation import BatchNormGradient, GradientRule, Propagator, propagator_for
 
 try:  # torchvision is a dependency, but keep the engine importable on a trimmed install
     from torchvision.models import VGG
@@ -100,7 +100,8 @@ def rule_plan(model, composite):
     """Map each module of the (already canonized) model to the ``Propagator`` of its rule.
 
     Modules the composite leaves alone keep their plain gradient; those with parameters or buffers get a
-    ``GradientRule`` so that later backward passes see the canonized values; unexplainable types get ``Refuse``.
+    ``GradientRule`` (BatchNorm: its exact eval-mode gradient, ``BatchNormGradient``) so that later backward passes
+    see the canonized values; unexplainable types get ``Refuse``.
     """
     ctx = {}
     plan = {}
@@ -112,6 +113,8 @@ def rule_plan(model, composite):
         reason = next((why for kinds, why in _UNEXPLAINABLE if isinstance(module, kinds)), None)
         if reason is not None:
             plan[module] = Refuse(name, module, reason)
+        elif isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+            plan[module] = BatchNormGradient()
         elif _has_state(module) and not any(True for _ in module.children()):
             plan[module] = GradientRule()
     return plan

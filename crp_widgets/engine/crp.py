@@ -102,7 +102,6 @@ class CRP:
         self._cache = collections.OrderedDict()
         self._cache_size = max(1, int(cache_size))
         self.vectorize = vectorize
-        self._audited = None
         self._flat = FlatComposite()
         self._lock = threading.RLock()
 
@@ -118,9 +117,7 @@ class CRP:
         key = (_digest(x), self._state_key(), id(self.composite), frozenset(self._tapped), self.vectorize)
         forward = self._cache.get(key)
         if forward is None:
-            audit = self._audited != id(self.composite)
-            forward = record_forward(self.model, x, self.composite, sorted(self._tapped), audit=audit)
-            self._audited = id(self.composite)
+            forward = record_forward(self.model, x, self.composite, sorted(self._tapped))
             if self.vectorize is not None:
                 forward.vectorized = bool(self.vectorize)
             self._cache[key] = forward

@@ -14,6 +14,9 @@ from .propagation import Tap, make_hooks
 
 _MODEL_LOCKS = weakref.WeakKeyDictionary()
 _LOCKS_LOCK = threading.Lock()
+# Per model and composite, what the audit of the first forward pass found: whether the forward code works in place
+# (layer outputs are then copied), or the error that makes the model unexplainable.
+_AUDITS = weakref.WeakKeyDictionary()
 
 
 def model_lock(model):
@@ -67,6 +70,11 @@ class ForwardPass:
             raise CRPError(
                 f"layer {name!r} {state} in the forward pass; conditions and records need a layer that runs exactly "
                 "once per forward pass"
+            )
+        if tap.version is not None and tap.site._version != tap.version:
+            raise UnsupportedModelError(
+                f"the model's forward code modified the output of layer {name!r} in place after the layer ran; its "
+                "activations are lost. Use out-of-place operations (e.g. torch.relu(x) instead of x.relu_())"
             )
         return tap
 
@@ -155,7 +163,7 @@ def _reaches(start, target, barrier):
     return False
 
 
-def record_forward(model, input, composite, tap_names, audit=False):
+def record_forward(model, input, composite, tap_names):
     """Run one forward pass of ``model`` with ``composite``'s canonizers and rules and taps on ``tap_names``.
 
     The canonizers and hooks are removed before returning; the recorded graph keeps what later backward passes need.
@@ -170,8 +178,9 @@ def record_forward(model, input, composite, tap_names, audit=False):
         Rules and canonizers.
     tap_names : Iterable[str]
         Module names to tap.
-    audit : bool
-        Also check the forward code for functional operations no rule can reach (see :mod:`.audit`).
+
+    The first forward pass of a model with a composite also audits its forward code for operations no rule can
+    reach (see :mod:`.audit`); the verdict is kept for later passes.
 
     Returns
     -------
@@ -181,7 +190,11 @@ def record_forward(model, input, composite, tap_names, audit=False):
     modules = dict(model.named_modules())
     taps = {name: Tap(name) for name in tap_names}
     counter = itertools.count()
-    checker = FunctionalAudit() if audit else None
+    known = _AUDITS.setdefault(model, weakref.WeakKeyDictionary()).get(composite)
+    if isinstance(known, UnsupportedModelError):
+        raise UnsupportedModelError(*known.args)
+    checker = FunctionalAudit() if known is None else None
+    copy = known is not False  # until the audit says the forward code works in place nowhere, copy layer outputs
     handles = []
     with model_lock(model), preserved(model):
         canonizers = []
@@ -192,7 +205,7 @@ def record_forward(model, input, composite, tap_names, audit=False):
             hooked = dict.fromkeys(plan)
             hooked.update({modules[name]: name for name in taps})
             for module, name in hooked.items():
-                pre_hook, hook = make_hooks(module, plan.get(module), taps.get(name), counter)
+                pre_hook, hook = make_hooks(module, plan.get(module), taps.get(name), counter, copy)
                 handles.append(module.register_forward_pre_hook(pre_hook))
                 handles.append(module.register_forward_hook(hook))
             if checker is not None:
@@ -207,7 +220,11 @@ def record_forward(model, input, composite, tap_names, audit=False):
             for canonizer in reversed(canonizers):
                 canonizer.remove()
     if checker is not None:
-        checker.verdict()
+        try:
+            _AUDITS[model][composite] = checker.verdict()
+        except UnsupportedModelError as error:
+            _AUDITS[model][composite] = error
+            raise
     if not isinstance(output, torch.Tensor):
         raise UnsupportedModelError(
             f"the model returned {type(output).__name__}; CRP explains models whose forward returns one tensor of "

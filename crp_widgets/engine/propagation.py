@@ -13,6 +13,7 @@ carry a condition or a record) adds a ``_Tap`` node that masks the relevance pas
 
 import contextlib
 import dataclasses
+import weakref
 
 import torch
 from zennit.core import BasicHook, Hook, ParamMod
@@ -93,6 +94,25 @@ class GradientRule(Propagator):
         return _vjp(output, leaf, relevance)[0]
 
 
+class BatchNormGradient(Propagator):
+    """The exact gradient of a BatchNorm in eval mode: a per-channel scale ``weight / sqrt(running_var + eps)``.
+
+    Used for BatchNorm layers without a rule (a canonizer usually merged them into an identity); cheaper than a local
+    graph and equal to the gradient autograd would compute.
+    """
+
+    def prepare(self, module, input):
+        """The per-channel scale, from the module's current (canonized) statistics."""
+        scale = (module.running_var + module.eps).rsqrt()
+        if module.weight is not None:
+            scale = scale * module.weight
+        return scale.detach().reshape((1, -1) + (1,) * (input.ndim - 2))
+
+    def propagate(self, state, relevance):
+        """Scale the relevance channel by channel."""
+        return relevance * state
+
+
 class HookRule(GradientRule):
     """Any other zennit ``Hook``: its ``backward`` is called as zennit would call it."""
 
@@ -116,17 +136,22 @@ class HookRule(GradientRule):
 # contribute exactly nothing when the input is non-negative (as after a ReLU), so they are skipped.
 _NEGATIVE_INPUT_BRANCHES = {ZPlus: (1,), AlphaBeta: (1, 3)}
 # Rules whose gradient mapper multiplies the upper relevance element-wise by a factor that depends on the forward
-# only (e.g. 1 / stabilize(z)): the factors are computed once per forward and reused by every backward pass.
+# only (e.g. 1 / stabilize(z)): from the second backward pass on, the factors are computed once and reused.
 _ELEMENTWISE_MAPPERS = (Epsilon, ZPlus, AlphaBeta, Gamma, Flat, WSquare, Norm, ZBox)
 
 
 class BasicRule(Propagator):
-    """A zennit ``BasicHook`` (Epsilon, ZPlus, Flat, AlphaBeta, Gamma, Norm, ...), evaluated as zennit does."""
+    """A zennit ``BasicHook`` (Epsilon, ZPlus, Flat, AlphaBeta, Gamma, Norm, ...), evaluated as zennit does.
+
+    State per forward: ``[inputs, outputs, factors, uses]`` (``factors``: the cached element-wise mapper factors).
+    """
 
     def __init__(self, rule):
         self.rule = rule
         self.skippable = _NEGATIVE_INPUT_BRANCHES.get(type(rule), ())
         self.elementwise = type(rule) in _ELEMENTWISE_MAPPERS
+        # ZPlus with a non-negative input is z+ alone: R_i = x_i * (W+^T (R / stabilize(z+)))_i (Eq. 34).
+        self.positive_only = type(rule) is ZPlus
 
     def prepare(self, module, input):
         """Evaluate every branch's modified forward once (input, parameter and output modifiers)."""
@@ -136,6 +161,8 @@ class BasicRule(Propagator):
         branches = zip(self.rule.input_modifiers, self.rule.param_modifiers, self.rule.output_modifiers)
         for index, (in_mod, param_mod, out_mod) in enumerate(branches):
             if index in skip:
+                if self.positive_only:
+                    continue
                 inputs.append(0.0)
                 outputs.append(0.0)
                 continue
@@ -143,12 +170,17 @@ class BasicRule(Propagator):
             with ParamMod.ensure(param_mod)(module) as modified:
                 outputs.append(out_mod(modified.forward(branch_input)))
             inputs.append(branch_input)
-        return [inputs, outputs, None]
+        return [inputs, outputs, None, 0]
 
     def _map(self, state, relevance):
-        """The rule's gradient mapper applied to ``relevance`` (one factor per branch, cached when element-wise)."""
-        _, outputs, factors = state
-        if not self.elementwise:
+        """The rule's gradient mapper applied to ``relevance``.
+
+        A first backward pass applies the mapper itself; later ones multiply by its element-wise factors, computed
+        once (the ``k`` backward passes of conditional heatmaps share them).
+        """
+        _, outputs, factors, uses = state
+        state[3] = uses + 1
+        if not self.elementwise or uses == 0:
             return _as_tuple(self.rule.gradient_mapper(relevance, outputs))
         if factors is None:
             reference = next(output for output in outputs if isinstance(output, torch.Tensor))
@@ -158,8 +190,10 @@ class BasicRule(Propagator):
 
     def propagate(self, state, relevance):
         """Apply the rule's gradient mapper, the vector-Jacobian products and its reducer."""
-        inputs, outputs, _ = state
+        inputs, outputs = state[0], state[1]
         grad_outputs = self._map(state, relevance)
+        if self.positive_only and len(inputs) == 1:
+            return inputs[0] * _vjp(outputs, inputs, grad_outputs[:1])[0]
         live = [index for index, value in enumerate(inputs) if isinstance(value, torch.Tensor)]
         grads = _vjp([outputs[i] for i in live], [inputs[i] for i in live], [grad_outputs[i] for i in live])
         gradients = [0.0] * len(inputs)
@@ -200,16 +234,21 @@ class _Rule(torch.autograd.Function):
 
 
 class _Tap(torch.autograd.Function):
-    """Identity in the forward; in the backward, masks the relevance with the tap's current mask (Eq. 8)."""
+    """Identity in the forward; in the backward, masks the relevance with the tap's current mask (Eq. 8).
+
+    The node refers to its tap weakly: the tap refers to the node's output, and a strong reference back would make
+    a cycle that only the garbage collector frees, keeping whole graphs alive across a scan.
+    """
 
     @staticmethod
     def forward(ctx, input, output_holder, tap):
-        ctx.tap = tap
+        ctx.tap = weakref.ref(tap)
         return output_holder[0]
 
     @staticmethod
     def backward(ctx, relevance):
-        mask = ctx.tap.mask
+        tap = ctx.tap()
+        mask = None if tap is None else tap.mask
         return (relevance if mask is None else relevance * mask), None, None
 
 
@@ -230,11 +269,13 @@ class Tap:
     node : torch.autograd.graph.Node
         The tap's backward node.
     activation : torch.Tensor
-        The layer's output values (a copy, safe from later in-place operations).
+        The layer's output values (copied if the model's code works in place).
     mask : torch.Tensor or None
         The condition mask applied during the current backward pass.
     calls : int
         How often the module ran in the forward pass (conditions need exactly one).
+    version : int or None
+        The version counter of ``site`` when recorded without a copy (an in-place change of the output raises it).
     """
 
     name: str
@@ -245,10 +286,14 @@ class Tap:
     activation: torch.Tensor = None
     mask: torch.Tensor = None
     calls: int = 0
+    version: int = None
 
 
-def make_hooks(module, propagator, tap, counter):
-    """Return the (pre-hook, hook) pair that wires ``module`` into the relevance graph."""
+def make_hooks(module, propagator, tap, counter, copy=True):
+    """Return the (pre-hook, hook) pair that wires ``module`` into the relevance graph.
+
+    ``copy``: record a tapped layer's activation as a copy (needed when the model's code works in place).
+    """
 
     def pre_hook(module, args):
         if propagator is not None:
@@ -279,7 +324,8 @@ def make_hooks(module, propagator, tap, counter):
             tap.calls += 1
             tap.order = next(counter)
             tap.site = result
-            tap.activation = result.detach().clone()
+            tap.activation = result.detach().clone() if copy else result.detach()
+            tap.version = None if copy else result._version
             result = _Tap.apply(result, (result.detach(),), tap)
             tap.output = result
             tap.node = result.grad_fn

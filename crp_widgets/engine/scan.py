@@ -168,8 +168,7 @@ class _Scanner:
         tables = tables.snapshot()
         device = next(iter(crp.model.parameters())).device
         x = x.to(device)
-        forward = record_forward(crp.model, x, crp.composite, self.layers, audit=self.options["audit"])
-        self.options["audit"] = False
+        forward = record_forward(crp.model, x, crp.composite, self.layers)
         output = forward.output
         explained = _labels(self.options["label"], output, labels, output.shape[1])
         grad = output.detach() * torch.nn.functional.one_hot(explained, output.shape[1]).to(output.dtype)
@@ -293,7 +292,6 @@ def scan(
         "normalize": normalize,
         "checkpoint_every": checkpoint_every,
         "progress": progress and not background,
-        "audit": True,
         "stop": stop,
     }
 
