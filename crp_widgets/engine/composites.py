@@ -1,5 +1,7 @@
 """Choosing LRP rules: the default composite per architecture (CRP paper, A.3) and rule plans for a model."""
 
+import weakref
+
 import torch
 from zennit.canonizers import SequentialMergeBatchNorm
 from zennit.composites import EpsilonPlusFlat
@@ -103,18 +105,34 @@ def rule_plan(model, composite):
     ``GradientRule`` (BatchNorm: its exact eval-mode gradient, ``BatchNormGradient``) so that later backward passes
     see the canonized values; unexplainable types get ``Refuse``.
     """
+    named = list(model.named_modules())
+    signature = tuple((name, type(module)) for name, module in named)
+    plans = _PLANS.setdefault(model, weakref.WeakKeyDictionary())
+    cached = plans.get(composite)
+    if cached is None or cached[0] != signature:  # the first pass, or the model's structure changed
+        cached = plans[composite] = (signature, _plan_by_name(named, composite))
+    modules = dict(named)
+    return {modules[name]: propagator for name, propagator in cached[1].items()}
+
+
+# Plans per model and composite, by module name, with the (name, type) signature of the canonized model they fit.
+_PLANS = weakref.WeakKeyDictionary()
+
+
+def _plan_by_name(named, composite):
+    """The propagator of every module that needs one, by name (see :func:`rule_plan`)."""
     ctx = {}
     plan = {}
-    for name, module in model.named_modules():
+    for name, module in named:
         rule = composite.module_map(ctx, name, module)
         if rule is not None:
-            plan[module] = propagator_for(rule)
+            plan[name] = propagator_for(rule)
             continue
         reason = next((why for kinds, why in _UNEXPLAINABLE if isinstance(module, kinds)), None)
         if reason is not None:
-            plan[module] = Refuse(name, module, reason)
+            plan[name] = Refuse(name, module, reason)
         elif isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
-            plan[module] = BatchNormGradient()
+            plan[name] = BatchNormGradient()
         elif _has_state(module) and not any(True for _ in module.children()):
-            plan[module] = GradientRule()
+            plan[name] = GradientRule()
     return plan
