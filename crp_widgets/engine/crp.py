@@ -103,6 +103,7 @@ class CRP:
         self._cache_size = max(1, int(cache_size))
         self.vectorize = vectorize
         self._flat = FlatComposite()
+        self._fields = {}  # the flat-rule forward pass of receptive fields (kept by clear_cache: input independent)
         self._lock = threading.RLock()
 
     # ----------------------------------------------------------------------------------------------- forward cache
@@ -555,15 +556,13 @@ class CRP:
                 shape, dtype=getattr(reference, "dtype", torch.float32), device=getattr(reference, "device", "cpu")
             )
             probe, _ = validate_input(probe, self.model, self._spec)
-            key = ("receptive", tuple(probe.shape), frozenset(self._tapped), self._state_key())
-            forward = self._cache.get(key)
+            key = (tuple(probe.shape), frozenset(self._tapped), self._state_key())
+            forward = self._fields.get(key)
             if forward is None:
                 forward = record_forward(self.model, probe, self._flat, sorted(self._tapped))
                 if self.vectorize is not None:
                     forward.vectorized = bool(self.vectorize)
-                self._cache[key] = forward
-                while len(self._cache) > self._cache_size + 1:
-                    self._cache.popitem(last=False)
+                self._fields = {key: forward}  # input independent: one shape and model state at a time
             tap = forward.tap(layer)
             sample = tuple(tap.activation.shape[1:])
             neurons = [tuple(int(i) for i in (n if isinstance(n, (tuple, list)) else (n,))) for n in neurons]
@@ -573,15 +572,17 @@ class CRP:
                         f"neuron {neuron} is not an index into the output of layer {layer!r}, whose shape per sample "
                         f"is {sample}"
                     )
-            if not neurons:
-                return []
-            grads = torch.zeros((len(neurons), *tap.activation.shape), dtype=probe.dtype, device=probe.device)
-            for row, neuron in enumerate(neurons):
-                grads[(row, 0, *neuron)] = 1
-            (weights,) = forward.backward(tap.site, grads, [forward.input], batched=True)
-            weights = weights[:, 0].detach()
-            weights = weights.sum(dim=1) if weights.ndim > 2 else weights
-            return [ReceptiveField(w > 0, bounding_box(w > 0), w) for w in weights]
+            missing = list(dict.fromkeys(n for n in neurons if (layer, n) not in forward.memo))
+            if missing:
+                grads = torch.zeros((len(missing), *tap.activation.shape), dtype=probe.dtype, device=probe.device)
+                for row, neuron in enumerate(missing):
+                    grads[(row, 0, *neuron)] = 1
+                (weights,) = forward.backward(tap.site, grads, [forward.input], batched=True)
+                weights = weights[:, 0].detach()
+                weights = weights.sum(dim=1) if weights.ndim > 2 else weights
+                for neuron, weight in zip(missing, weights):
+                    forward.memo[layer, neuron] = ReceptiveField(weight > 0, bounding_box(weight > 0), weight)
+            return [forward.memo[layer, neuron] for neuron in neurons]
 
     def receptive_field(self, layer, neuron, x):
         """The receptive field of one neuron (see :meth:`receptive_fields`)."""
