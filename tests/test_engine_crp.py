@@ -255,6 +255,25 @@ def test_receptive_fields_with_the_flat_rule(cnn):
     assert batch[0].box == (0, 7, 0, 7)
 
 
+def test_receptive_fields_pass_in_place_activations_whatever_the_activations():
+    """The flat rule spreads through in-place ReLUs even where they are inactive (zero biases, zero probe)."""
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.ReLU(inplace=True),
+        torch.nn.Conv2d(4, 4, 3, padding=1),
+        torch.nn.ReLU(inplace=True),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 16 * 16, 2),
+    ).eval()
+    with torch.no_grad():
+        for module in model:
+            if isinstance(module, torch.nn.Conv2d):
+                module.bias.zero_()
+    field = CRP(model).receptive_field("2", (1, 5, 5), (1, 3, 16, 16))
+    assert field.box == (3, 8, 3, 8)
+    assert int(field.mask.sum()) == 25
+
+
 def test_one_dimensional_signals():
     model = conv1d_net()
     crp = CRP(model)

@@ -294,27 +294,31 @@ def make_hooks(module, propagator, tap, counter, copy=True):
 
     ``copy``: record a tapped layer's activation as a copy (needed when the model's code works in place).
     """
+    inputs = []  # the module's inputs as they came, one per call in progress (modules may be reused)
 
     def pre_hook(module, args):
         if propagator is not None:
             propagator.admit(module)
-        # A module working in place would overwrite a tensor that a rule or a tap keeps: give it a copy.
+        inputs.append(args[0] if args else None)
+        # A module working in place would overwrite a tensor that a rule or a tap keeps: give it a copy. The rule
+        # connects the output to the input as it came, not to the copy (whose history the in-place op rewrites).
         if getattr(module, "inplace", False) and args and isinstance(args[0], torch.Tensor):
             return (args[0].clone(), *args[1:])
         return None
 
     def hook(module, args, output):
+        input = inputs.pop() if inputs else None
         if not torch.is_grad_enabled():
             return None
         result = output
         if propagator is not None:
-            if not args or not isinstance(args[0], torch.Tensor) or not isinstance(output, torch.Tensor):
+            if not isinstance(input, torch.Tensor) or not isinstance(output, torch.Tensor):
                 raise UnsupportedModelError(
                     f"module {type(module).__name__} takes or returns something other than one tensor; "
                     "LRP rules attach to modules with one tensor input and one tensor output"
                 )
-            state = propagator.prepare(module, args[0])
-            result = _Rule.apply(args[0], (output.detach(),), propagator, state)
+            state = propagator.prepare(module, input)
+            result = _Rule.apply(input, (output.detach(),), propagator, state)
         if tap is not None:
             if not isinstance(result, torch.Tensor):
                 raise UnsupportedModelError(
