@@ -4,7 +4,7 @@ Run: ``python benchmarks/bench_scan.py [--models demo,vgg16]``
 
 1. Scan throughput (samples/s) with all conv layers recorded, against the bare forward plus backward throughput of
    the same model and batch size (``.backward()`` of the explained outputs, parameters requiring gradients as they
-   do by default). The demo CNN scans 1,024 demo images; vgg16 (224x224, ``weights=None``) 64 random images.
+   do by default). The demo CNN scans 1,024 demo images; vgg16 (224x224, ``weights=None``) 128 random images.
 2. Peak resident memory of a demo scan for two dataset sizes, each in a fresh process (it should not grow with
    the dataset: the store keeps O(layers x channels x k)).
 3. Rendering 8 references of one channel (receptive-field crops, heatmaps, masks) against the bare cost of their
@@ -40,7 +40,7 @@ def bare_pass(model, data, batch_size):
         model.zero_grad(set_to_none=True)
 
 
-def throughputs(model, data, batch_size, repeats=2):
+def throughputs(model, data, batch_size, repeats=1):
     """Samples per second of a scan and of the bare passes, interleaved round after round (best of each)."""
     crp = CRP(model)
     best = {"scan": float("inf"), "bare": float("inf")}
@@ -122,7 +122,7 @@ def main():
         elif name == "vgg16":
             torch.manual_seed(0)
             model = torchvision.models.vgg16(weights=None).eval()
-            data, batch_size, layer = RandomImages(64, 224), 16, "features.28"
+            data, batch_size, layer = RandomImages(128, 224), 16, "features.28"
         else:
             raise SystemExit(f"unknown model {name!r}; choose from demo, vgg16")
         ours, bare = throughputs(model, data, batch_size)

@@ -10,7 +10,7 @@ import torch
 from .audit import FunctionalAudit
 from .composites import rule_plan
 from .errors import CRPError, ModelForwardError, UnsupportedModelError
-from .propagation import Tap, make_hooks
+from .propagation import Tap, make_hooks, releasing
 
 _MODEL_LOCKS = weakref.WeakKeyDictionary()
 _LOCKS_LOCK = threading.Lock()
@@ -82,7 +82,9 @@ class ForwardPass:
         """Sort layer names by their position in the forward pass (input side first)."""
         return sorted(names, key=lambda name: self.tap(name).order)
 
-    def backward(self, start, grad, capture, masks=None, batched=False, path_masks=None, create_graph=False):
+    def backward(
+        self, start, grad, capture, masks=None, batched=False, path_masks=None, create_graph=False, last=False
+    ):
         """Propagate relevance ``grad`` from tensor ``start`` downwards.
 
         Parameters
@@ -103,6 +105,8 @@ class ForwardPass:
             With ``batched``: masks with a leading dimension k, one per slice.
         create_graph : bool
             Make the result differentiable with respect to ``grad`` (used for Eq. 11-12 over all channels at once).
+        last : bool
+            This is the last backward pass on this forward pass: its graphs free their memory as it goes (scans).
 
         Returns
         -------
@@ -117,7 +121,7 @@ class ForwardPass:
             for name, mask in zip(path_masks, per_slice):
                 self.taps[name].mask = mask
             grads = torch.autograd.grad(
-                start, capture, relevance, retain_graph=True, allow_unused=True, create_graph=create_graph
+                start, capture, relevance, retain_graph=not last, allow_unused=True, create_graph=create_graph
             )
             return tuple(torch.zeros_like(c) if g is None else g for c, g in zip(capture, grads))
 
@@ -125,7 +129,8 @@ class ForwardPass:
             for name, mask in masks.items():
                 self.taps[name].mask = mask
             if not batched:
-                return run(grad)
+                with releasing() if last else contextlib.nullcontext():
+                    return run(grad)
             if self.vectorized:
                 return torch.func.vmap(run)(grad, *path_masks.values())
             results = [run(*slices) for slices in zip(grad, *path_masks.values())]

@@ -13,10 +13,11 @@ carry a condition or a record) adds a ``_Tap`` node that masks the relevance pas
 
 import contextlib
 import dataclasses
+import threading
 import weakref
 
 import torch
-from zennit.core import BasicHook, Hook, ParamMod
+from zennit.core import BasicHook, Hook, ParamMod, Stabilizer
 from zennit.rules import AlphaBeta, Epsilon, Flat, Gamma, Norm, Pass, WSquare, ZBox, ZPlus
 
 from .errors import UnsupportedModelError
@@ -74,10 +75,30 @@ def _local_forward(module, input):
     return leaf, output
 
 
+_RELEASE = threading.local()
+
+
+@contextlib.contextmanager
+def releasing():
+    """Within this context, backward passes are the last on their graph: local graphs free their memory as they go."""
+    _RELEASE.active = True
+    try:
+        yield
+    finally:
+        _RELEASE.active = False
+
+
 def _vjp(outputs, inputs, grad_outputs):
-    """Vector-Jacobian product on a retained local graph (differentiable when grad mode is on, for Eq. 11-12)."""
+    """Vector-Jacobian product on a local graph, kept for later passes unless :func:`releasing`.
+
+    Differentiable when grad mode is on (Eq. 11-12 over all channels at once).
+    """
     return torch.autograd.grad(
-        outputs, inputs, grad_outputs=grad_outputs, retain_graph=True, create_graph=torch.is_grad_enabled()
+        outputs,
+        inputs,
+        grad_outputs=grad_outputs,
+        retain_graph=not getattr(_RELEASE, "active", False),
+        create_graph=torch.is_grad_enabled(),
     )
 
 
@@ -152,6 +173,8 @@ class BasicRule(Propagator):
         self.elementwise = type(rule) in _ELEMENTWISE_MAPPERS
         # ZPlus with a non-negative input is z+ alone: R_i = x_i * (W+^T (R / stabilize(z+)))_i (Eq. 34).
         self.positive_only = type(rule) is ZPlus
+        # z+ >= 0 there, where zennit's stabilizer (sign(0) = +1) is z+ + epsilon: one addition, not six passes.
+        self.epsilon = _plain_epsilon(rule) if self.positive_only else None
 
     def prepare(self, module, input):
         """Evaluate every branch's modified forward once (input, parameter and output modifiers)."""
@@ -180,6 +203,12 @@ class BasicRule(Propagator):
         """
         _, outputs, factors, uses = state
         state[3] = uses + 1
+        if self.epsilon is not None and len(outputs) == 1:
+            if uses == 0:
+                return [relevance / (outputs[0] + self.epsilon)]
+            if factors is None:
+                factors = state[2] = [(outputs[0].detach() + self.epsilon).reciprocal()]
+            return [relevance * factors[0]]
         if not self.elementwise or uses == 0:
             return _as_tuple(self.rule.gradient_mapper(relevance, outputs))
         if factors is None:
@@ -192,6 +221,8 @@ class BasicRule(Propagator):
         """Apply the rule's gradient mapper, the vector-Jacobian products and its reducer."""
         inputs, outputs = state[0], state[1]
         grad_outputs = self._map(state, relevance)
+        if getattr(_RELEASE, "active", False):
+            state.clear()  # the last pass: let the branch outputs go as soon as they are used
         if self.positive_only and len(inputs) == 1:
             return inputs[0] * _vjp(outputs, inputs, grad_outputs[:1])[0]
         live = [index for index, value in enumerate(inputs) if isinstance(value, torch.Tensor)]
@@ -200,6 +231,16 @@ class BasicRule(Propagator):
         for index, grad in zip(live, grads):
             gradients[index] = grad
         return self.rule.reducer(inputs, gradients)
+
+
+def _plain_epsilon(rule):
+    """The epsilon of a rule's zennit ``Stabilizer`` when it only adds ``epsilon * sign``; else ``None``."""
+    mapper = rule.gradient_mapper
+    for name, cell in zip(mapper.__code__.co_freevars, mapper.__closure__ or ()):
+        value = cell.cell_contents
+        if name == "stabilizer_fn" and type(value) is Stabilizer and not value.clip and not value.norm_scale:
+            return value.epsilon
+    return None
 
 
 def _as_tuple(grad_outputs):

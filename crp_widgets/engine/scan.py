@@ -172,7 +172,7 @@ class _Scanner:
         output = forward.output
         explained = _labels(self.options["label"], output, labels, output.shape[1])
         grad = output.detach() * torch.nn.functional.one_hot(explained, output.shape[1]).to(output.dtype)
-        sites = forward.backward(output, grad, [forward.tap(layer).site for layer in self.layers])
+        sites = forward.backward(output, grad, [forward.tap(layer).site for layer in self.layers], last=True)
         keys = topk.encode(self.dataset_id, torch.arange(first_index, first_index + x.shape[0]))
         explained = explained.cpu()
         for layer, relevance in zip(self.layers, sites):
@@ -223,7 +223,7 @@ def scan(
     path,
     k=16,
     *,
-    class_k=8,
+    class_k=None,
     name="dataset",
     label="true",
     normalize=False,
@@ -247,8 +247,9 @@ def scan(
         The store directory (created; an existing store for the same model and layers is extended or resumed).
     k : int
         References kept per channel and mode (RelMax-sum, RelMax-max, ActMax-sum, ActMax-max).
-    class_k : int
-        Class-conditional references kept per channel and class (Fig. 13).
+    class_k : int, optional
+        Class-conditional references kept per channel and class (Fig. 13); by default 8, fewer for many classes
+        (``4096 // classes``, at least 1), as these tables grow with channels x classes.
     name : str
         The dataset's name in the store; scanning a second name extends the reference set (Sec. 3.2).
     label : {"true", "predicted"} or int
@@ -275,7 +276,7 @@ def scan(
         raise CRPError("give at least one layer to scan")
     if len(dataset) == 0:
         raise CRPError("the dataset is empty")
-    if not isinstance(k, int) or k < 1 or not isinstance(class_k, int) or class_k < 1:
+    if not isinstance(k, int) or k < 1 or not (class_k is None or (isinstance(class_k, int) and class_k >= 1)):
         raise CRPError(f"k and class_k must be positive integers, got k={k!r}, class_k={class_k!r}")
     _join_launcher()
     world = _world()[1]
@@ -389,6 +390,8 @@ def _prepare(crp, dataset, layers, path, name, k, class_k, label, normalize, bat
     with crp._lock:
         forward, _ = crp._forward(probe)
         classes = int(forward.output.shape[-1])
+        if class_k is None:
+            class_k = max(1, min(8, 4096 // classes))
         layer_info = {}
         for layer in layers:
             activation = forward.tap(layer).activation

@@ -27,7 +27,7 @@ def empty(shape, k, dtype=torch.float32):
     return {
         "values": torch.full((*shape, k), -torch.inf, dtype=dtype),
         "keys": torch.full((*shape, k), EMPTY, dtype=torch.int64),
-        "positions": torch.zeros((*shape, k), dtype=torch.int64),
+        "positions": torch.zeros((*shape, k), dtype=torch.int32),
     }
 
 
@@ -49,7 +49,7 @@ def merge(table, values, keys, positions):
     k = table["values"].shape[-1]
     all_values = torch.cat([table["values"], values.to(table["values"].dtype)], dim=-1)
     all_keys = torch.cat([table["keys"], keys], dim=-1)
-    all_positions = torch.cat([table["positions"], positions], dim=-1)
+    all_positions = torch.cat([table["positions"], positions.to(table["positions"].dtype)], dim=-1)
     order = torch.argsort(all_keys, dim=-1, stable=True)
     all_values, all_keys, all_positions = (t.gather(-1, order) for t in (all_values, all_keys, all_positions))
     order = torch.argsort(all_values, dim=-1, descending=True, stable=True)[..., :k]
