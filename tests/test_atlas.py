@@ -130,8 +130,11 @@ def test_single_pixel_atlas_ranks_concepts_per_pixel(crp, x):
 
 def test_the_atlas_is_deterministic(crp, x, atlas):
     again = concept_atlas(crp, x.clone(), LAYER, n=5, target=TARGET, segments=superpixels(x.clone(), n_segments=16))
-    for field in ("segments", "relevance", "density", "ranking", "first", "second", "heatmaps"):
+    for field in ("segments", "ranking", "first", "second"):
         assert torch.equal(getattr(again, field), getattr(atlas, field)), field
+    # Float sums may round differently from run to run (threaded CPU kernels), never by more than rounding.
+    for field in ("relevance", "density", "heatmaps"):
+        assert torch.allclose(getattr(again, field), getattr(atlas, field), rtol=1e-5, atol=1e-12), field
     assert again.channels == atlas.channels
 
 
