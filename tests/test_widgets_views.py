@@ -11,12 +11,13 @@ from ipywidgets.widgets.widget import _remove_buffers
 from PIL import Image
 from zoo import small_cnn
 
+from crp_widgets.demo import load as load_demo
 from crp_widgets.engine import CRP
 from crp_widgets.engine.scan import scan
 from crp_widgets.widgets.channels import ChannelSelector, default_layer
 from crp_widgets.widgets.component import Component
 from crp_widgets.widgets.heatmaps import ConditionalHeatmaps
-from crp_widgets.widgets.sample import SampleView, thumbnail
+from crp_widgets.widgets.sample import SampleView, predictions, thumbnail
 from crp_widgets.widgets.session import ExplorerState, Session
 from crp_widgets.widgets.worker import Worker
 
@@ -399,3 +400,20 @@ def test_an_error_stays_until_the_view_that_failed_succeeds(session):
     component.schedule("a", None, lambda: "recovered", shown.append)
     assert component.error == ""
     assert shown == ["fine", "recovered"]
+
+
+def test_thumbnail_predictions_during_a_background_scan_do_not_disturb_it(tmp_path):
+    """The sample strip's plain forward passes share the model with a scan's recorded ones (the model lock)."""
+    demo = load_demo(length=256)
+    crp = CRP(demo.model)
+    inputs = [demo.dataset[i][0] for i in range(16)]
+    with torch.no_grad():
+        expected = demo.model(torch.stack(inputs)).argmax(1).tolist()
+    job = scan(crp, demo.dataset, ["features.conv3", "features.conv4"], tmp_path, k=4, batch_size=8, background=True)
+    rounds = 0
+    while job.running() or rounds == 0:
+        assert predictions(demo.model, inputs) == expected
+        rounds += 1
+    job.wait()  # raises the scan's error, if any
+    assert rounds > 1
+    assert len(job.wait().references("features.conv4", 0, k=4)) == 4

@@ -13,7 +13,7 @@ import traitlets
 from PIL import Image
 
 from ..engine import CRPError
-from ..engine.forward import preserved
+from ..engine.forward import model_lock, preserved
 from ..render.images import image_to_uint8
 from .component import STATIC, Component
 from .traits import PNG, Array, PNGList
@@ -77,7 +77,8 @@ def predictions(model, inputs):
     -------
     list[int]
     """
-    with torch.no_grad(), preserved(model):
+    # Under the model's lock: a recorded forward pass (a background scan) must not see this one in its hooks.
+    with model_lock(model), torch.no_grad(), preserved(model):
         if len({tuple(x.shape) for x in inputs}) == 1:
             outputs = model(torch.stack(inputs))
         else:
