@@ -290,6 +290,7 @@ class ConceptAtlas(Component):
     def _references(self, layer, channel, count):
         if count < 1:
             return []
+        self.session.current_store()
         return self.session.views.views(layer, channel, mode="relevance", target="sum", k=count)
 
     def _apply_region(self, result):

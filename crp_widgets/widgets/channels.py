@@ -123,6 +123,7 @@ class ChannelSelector(Component):
             return
 
         def compute():
+            self.session.current_store()
             views = self.session.views.views(layer, channel, k=PREVIEW_K)
             return [thumbnail(self.session.display(view.crop), PREVIEW_SIZE) for view in views]
 

@@ -6,6 +6,7 @@ with tabs for the classes that use the channel most and their class-conditional 
 side-by-side RelMax-versus-ActMax mode (Fig. 9). While a scan is still running it polls the store and fills up.
 """
 
+import functools
 import threading
 
 import torch
@@ -166,6 +167,7 @@ class ReferenceGallery(Component):
                 self.store_info = {}
 
     def _compute(self, store, layer, channel, mode, compare, maximization, k, view, init, cls):
+        self.session.current_store()
         views = self.session.views
         tabs = [{"cls": c, "name": self._class_name(c), "relevance": r}
                 for c, r in store.top_classes(layer, channel, k=CLASS_TABS)]  # fmt: skip
@@ -234,7 +236,8 @@ class ReferenceGallery(Component):
             self.settle("poll", error)
             self._watch()
 
-        self.session.worker.submit((id(self), "poll"), None, store.refresh, refreshed, failed)
+        refresh = functools.partial(self.session.current_store, max_age=0)
+        self.session.worker.submit((id(self), "poll"), None, refresh, refreshed, failed)
 
 
 def _store_info(store):

@@ -472,6 +472,8 @@ class AttributionGraphView(Component):
         Without a reference store, for layers it does not hold, or without ``pictures``, a channel has no thumbnail
         (``None``): the front end shows the sample instead.
         """
+        if pictures:
+            self.session.current_store()
         views = self.session.views if pictures else None
         images, index = [], {}
         for layer, channel in keys:

@@ -5,6 +5,8 @@ layer, conditions, channel, region) is a set of traitlets, readable and settable
 """
 
 import hashlib
+import threading
+import time
 
 import numpy as np
 import torch
@@ -100,6 +102,8 @@ class Session:
         self._classes = list(classes) if classes is not None else getattr(dataset, "classes", None)
         self.store = None
         self.views = None
+        self._store_lock = threading.Lock()
+        self._store_read = 0.0
         if store is not None:
             self.attach_store(store)
 
@@ -110,6 +114,21 @@ class Session:
                                                      if d["name"] in self.datasets})  # fmt: skip
         self.views = ReferenceViews(self.crp, store, self.datasets)
         self.store = store
+        self._store_read = time.monotonic()
+
+    def current_store(self, max_age=0.5):
+        """The store, re-read first if a scan is still writing to it and it was read over ``max_age`` s ago.
+
+        Views call this in their computations (on the worker), so what they show is never older than the scan's
+        last checkpoint, whichever view polls.
+        """
+        store = self.store
+        if store is not None and not store.complete:
+            with self._store_lock:
+                if time.monotonic() - self._store_read > max_age:
+                    store.refresh()
+                    self._store_read = time.monotonic()
+        return store
 
     @property
     def classes(self):

@@ -191,18 +191,25 @@ class Lab:
 
         Returns the page once every non-empty cell has an execution count.
         """
-        notebook = nbformat.v4.new_notebook(
-            cells=[nbformat.v4.new_code_cell(source) for source in cells],
-            metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-        )
+        notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in cells])
+        return self._open(name, notebook)
+
+    def open_copy(self, source: Path, extra_cells: tuple[str, ...] = ()) -> Page:
+        """Copy a notebook (e.g. an example) into the server's root with ``extra_cells`` appended, and run it all."""
+        notebook = nbformat.read(source, as_version=4)
+        notebook.cells += [nbformat.v4.new_code_cell(cell) for cell in extra_cells]
+        return self._open(source.name, notebook)
+
+    def _open(self, name: str, notebook: nbformat.NotebookNode) -> Page:
+        notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nbformat.write(notebook, self.server.root / name)
         # ?reset: an empty workspace, or the server restores the previous test's notebook next to this one.
         self.page.goto(f"{self.server.url}/lab/tree/{name}?reset&token={self.server.token}")
         self._wait_for_kernel()
         self.page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
         self.page.locator(".lm-Menu .lm-Menu-item", has_text=re.compile(r"^Run All Cells")).click()
-        for index, source in enumerate(cells):
-            if source.strip():
+        for index, cell in enumerate(notebook.cells):
+            if cell.cell_type == "code" and cell.source.strip():
                 expect(self.cell(index).locator(".jp-InputPrompt")).to_have_text(PROMPT_DONE)
         return self.page
 
