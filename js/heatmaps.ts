@@ -91,6 +91,8 @@ function render({ model, el }: RenderProps<HeatmapsModel>): () => void {
     mainCaption.textContent = caption;
     mainCanvas.setAttribute("aria-label", `heatmap ${caption}`);
     draw();
+    // On screen: a performance mark for latency measurements (click to updated heatmap, see the README).
+    performance.mark("crpw:heatmap", { detail: { caption } });
   };
 
   const loadGrid = (): void => {
@@ -121,6 +123,7 @@ function render({ model, el }: RenderProps<HeatmapsModel>): () => void {
       }),
     );
     draw();
+    performance.mark("crpw:grid", { detail: { layer: info.layer, channels } });
   };
 
   opacity.input.addEventListener("input", () => {
