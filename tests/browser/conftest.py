@@ -186,13 +186,14 @@ class Lab:
         """Return the text of a cell's output area."""
         return self.cell(index).locator(".jp-OutputArea").inner_text()
 
-    def open_notebook(self, name: str, cells: list[str]) -> Page:
+    def open_notebook(self, name: str, cells: list[str], frontend: str = "lab") -> Page:
         """Write a notebook into the server's root, open it, wait for the kernel, run all cells.
 
+        ``frontend`` is ``"lab"`` (JupyterLab 4) or ``"notebook"`` (Notebook 7, served by the same server).
         Returns the page once every non-empty cell has an execution count.
         """
         notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in cells])
-        return self._open(name, notebook)
+        return self._open(name, notebook, frontend)
 
     def open_copy(self, source: Path, extra_cells: tuple[str, ...] = ()) -> Page:
         """Copy a notebook (e.g. an example) into the server's root with ``extra_cells`` appended, and run it all."""
@@ -200,11 +201,12 @@ class Lab:
         notebook.cells += [nbformat.v4.new_code_cell(cell) for cell in extra_cells]
         return self._open(source.name, notebook)
 
-    def _open(self, name: str, notebook: nbformat.NotebookNode) -> Page:
+    def _open(self, name: str, notebook: nbformat.NotebookNode, frontend: str = "lab") -> Page:
         notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nbformat.write(notebook, self.server.root / name)
         # ?reset: an empty workspace, or the server restores the previous test's notebook next to this one.
-        self.page.goto(f"{self.server.url}/lab/tree/{name}?reset&token={self.server.token}")
+        path = {"lab": f"lab/tree/{name}?reset&", "notebook": f"notebooks/{name}?"}[frontend]
+        self.page.goto(f"{self.server.url}/{path}token={self.server.token}")
         self._wait_for_kernel()
         self.page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
         self.page.locator(".lm-Menu .lm-Menu-item", has_text=re.compile(r"^Run All Cells")).click()

@@ -262,3 +262,24 @@ def test_the_widget_round_trip_floor_with_the_nodelay_server_extension(lab):
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "latency-round-trip.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary))
+
+
+NOTEBOOK7 = """
+import crp_widgets as cw
+demo = cw.demo.load(length=60)
+explorer = cw.Explorer(demo.model, demo.dataset, classes=demo.classes, layer="features.conv4")
+explorer
+"""
+
+
+def test_the_explorer_works_in_notebook_7(lab):
+    page = lab.open_notebook("notebook7.ipynb", [NOTEBOOK7], frontend="notebook")
+    assert "/notebooks/" in page.url
+    channels, heatmaps = page.locator(".crpw-channels"), page.locator(".crpw-heatmaps")
+    expect(channels.locator(".crpw-bar-row")).to_have_count(10)
+    row = channels.locator(".crpw-bar-row").nth(2)
+    channel = int(row.locator(".crpw-bar-label").inner_text())
+    row.click()
+    expect(heatmaps.locator(f'.crpw-hm-cell[data-channel="{channel}"]')).to_be_visible()
+    expect(heatmaps.locator(".crpw-hm-cell")).to_have_count(1)
+    expect(page.locator(".crpw-sample canvas, .crpw-sample img").first).to_be_visible()
