@@ -21,7 +21,8 @@ import {
 } from "./lib/atlas-region";
 import { type DecodedArray, decodeArray, isArrayMeta, isEmpty, pngUrl } from "./lib/codecs";
 import { colorize } from "./lib/colormap";
-import { boundNumber, boundSelect, coalesced, formatValue, uniqueId } from "./lib/gallery-atlas-controls";
+import { boundNumber, boundSelect, formatValue, uniqueId } from "./lib/gallery-atlas-controls";
+import { coalesced } from "./lib/views-dom";
 import { type Shell, element, mountShell } from "./lib/shell";
 import "./lib/theme.css";
 import "./atlas.css";

@@ -7,7 +7,8 @@
  */
 import type { AnyModel, RenderProps } from "@anywidget/types";
 import { isEmpty, pngUrl } from "./lib/codecs";
-import { boundCheckbox, boundNumber, boundRadios, boundSelect, coalesced, formatValue } from "./lib/gallery-atlas-controls";
+import { boundCheckbox, boundNumber, boundRadios, boundSelect, formatValue } from "./lib/gallery-atlas-controls";
+import { coalesced } from "./lib/views-dom";
 import { type Shell, element, mountShell } from "./lib/shell";
 import "./lib/theme.css";
 import "./gallery.css";

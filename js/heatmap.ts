@@ -6,9 +6,12 @@
  */
 import type { AnyModel, RenderProps } from "@anywidget/types";
 import { blend } from "./lib/blend";
-import { decodeArray, isArrayMeta, isEmpty, pngUrl } from "./lib/codecs";
+import { decodeArray, isArrayMeta, isEmpty } from "./lib/codecs";
 import { colorize } from "./lib/colormap";
 import { keepControlKeys } from "./lib/keyboard";
+import { element } from "./lib/shell";
+import { opacitySlider } from "./lib/views-dom";
+import { decodePng, type Pixels } from "./lib/views-overlay";
 import "./lib/theme.css";
 
 interface HeatmapModel {
@@ -20,33 +23,7 @@ interface HeatmapModel {
   error: string;
 }
 
-/** RGBA pixels of one layer of the picture. */
-interface Layer {
-  width: number;
-  height: number;
-  rgba: Uint8ClampedArray<ArrayBuffer>;
-}
-
-async function decodeImage(view: DataView): Promise<Layer> {
-  const url = pngUrl(view);
-  try {
-    const image = new Image();
-    image.src = url;
-    await image.decode();
-    const { naturalWidth: width, naturalHeight: height } = image;
-    const scratch = document.createElement("canvas");
-    scratch.width = width;
-    scratch.height = height;
-    const context = scratch.getContext("2d");
-    if (context === null) throw new Error("the browser gave no 2D canvas context");
-    context.drawImage(image, 0, 0);
-    return { width, height, rgba: context.getImageData(0, 0, width, height).data };
-  } finally {
-    URL.revokeObjectURL(url);
-  }
-}
-
-function decodeHeatmap(model: AnyModel<HeatmapModel>): Layer | null {
+function decodeHeatmap(model: AnyModel<HeatmapModel>): Pixels | null {
   const view = model.get("heatmap_data");
   if (isEmpty(view)) return null;
   const meta = model.get("heatmap_meta");
@@ -55,12 +32,6 @@ function decodeHeatmap(model: AnyModel<HeatmapModel>): Layer | null {
   }
   const { data, shape } = decodeArray(view, meta);
   return { width: shape[1], height: shape[0], rgba: colorize(data) };
-}
-
-function element<K extends keyof HTMLElementTagNameMap>(tag: K, className: string): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  node.className = className;
-  return node;
 }
 
 function render({ model, el }: RenderProps<HeatmapModel>): () => void {
@@ -73,20 +44,14 @@ function render({ model, el }: RenderProps<HeatmapModel>): () => void {
   const caption = element("figcaption", "crpw-caption");
   figure.append(canvas, caption);
 
-  const controls = element("label", "crpw-controls");
-  const slider = element("input", "crpw-opacity");
-  slider.type = "range";
-  slider.min = "0";
-  slider.max = "1";
-  slider.step = "0.05";
-  const readout = element("output", "crpw-value");
-  controls.append("Opacity", slider, readout);
-  root.append(errorBox, figure, controls);
+  const opacityControl = opacitySlider();
+  const slider = opacityControl.input;
+  root.append(errorBox, figure, opacityControl.label);
   el.replaceChildren(root);
   const releaseKeys = keepControlKeys(root);
 
-  let image: Layer | null = null;
-  let heatmap: Layer | null = null;
+  let image: Pixels | null = null;
+  let heatmap: Pixels | null = null;
   let imageError = "";
   let heatmapError = "";
   let sizeError = "";
@@ -99,14 +64,12 @@ function render({ model, el }: RenderProps<HeatmapModel>): () => void {
 
   const draw = (): void => {
     const opacity = model.get("opacity");
-    slider.value = String(opacity);
-    readout.value = `${Math.round(opacity * 100)}%`;
-    slider.setAttribute("aria-valuetext", readout.value);
+    opacityControl.show(opacity);
     const text = model.get("caption");
     caption.textContent = text;
     canvas.setAttribute("aria-label", text || "relevance heatmap");
 
-    let pixels: Layer | null = image ?? heatmap;
+    let pixels: Pixels | null = image ?? heatmap;
     sizeError = "";
     if (image !== null && heatmap !== null) {
       if (image.width === heatmap.width && image.height === heatmap.height) {
@@ -139,10 +102,10 @@ function render({ model, el }: RenderProps<HeatmapModel>): () => void {
   const loadImage = async (): Promise<void> => {
     const request = ++imageRequest;
     const view = model.get("image_png");
-    let decoded: Layer | null = null;
+    let decoded: Pixels | null = null;
     let message = "";
     try {
-      decoded = isEmpty(view) ? null : await decodeImage(view);
+      decoded = isEmpty(view) ? null : await decodePng(view);
     } catch (error) {
       message = `could not decode the image: ${String(error)}`;
     }

@@ -7,7 +7,7 @@
 import type { RenderProps } from "@anywidget/types";
 import { element, mountShell } from "./lib/shell";
 import { formatShare } from "./lib/views-bars";
-import { coalesced } from "./lib/views-dom";
+import { coalesced, opacitySlider } from "./lib/views-dom";
 import { compose, decodePayload, heatmapPixels, ImageSlot, type Pixels, paint } from "./lib/views-overlay";
 import "./lib/theme.css";
 import "./heatmaps.css";
@@ -34,18 +34,6 @@ interface HeatmapsModel {
   localization: boolean;
 }
 
-function slider(): { label: HTMLLabelElement; input: HTMLInputElement; readout: HTMLOutputElement } {
-  const input = element("input", "crpw-opacity");
-  input.type = "range";
-  input.min = "0";
-  input.max = "1";
-  input.step = "0.05";
-  const readout = element("output", "crpw-value");
-  const label = element("label", "crpw-controls");
-  label.append("Opacity ", input, readout);
-  return { label, input, readout };
-}
-
 function render({ model, el }: RenderProps<HeatmapsModel>): () => void {
   const shell = mountShell(el, model, "heatmaps");
 
@@ -55,7 +43,7 @@ function render({ model, el }: RenderProps<HeatmapsModel>): () => void {
   const mainCaption = element("figcaption", "crpw-caption crpw-hm-caption");
   main.append(mainCanvas, mainCaption);
 
-  const opacity = slider();
+  const opacity = opacitySlider();
   const localization = element("input", "crpw-localization");
   localization.type = "checkbox";
   const localizationLabel = element("label", "crpw-controls");
@@ -77,9 +65,7 @@ function render({ model, el }: RenderProps<HeatmapsModel>): () => void {
 
   const draw = (): void => {
     const value = model.get("opacity");
-    opacity.input.value = String(value);
-    opacity.readout.value = `${Math.round(value * 100)}%`;
-    opacity.input.setAttribute("aria-valuetext", opacity.readout.value);
+    opacity.show(value);
     paint(mainCanvas, compose(image.pixels, heatmap, value));
     for (const cell of cells) paint(cell.canvas, compose(image.pixels, cell.pixels, value));
   };

@@ -7,7 +7,7 @@
  */
 import type { RenderProps } from "@anywidget/types";
 import { element, mountShell, type Shell } from "./lib/shell";
-import { coalesced, pngImage } from "./lib/views-dom";
+import { coalesced, opacitySlider, pngImage } from "./lib/views-dom";
 import { compose, decodePayload, heatmapPixels, ImageSlot, type Pixels, paint } from "./lib/views-overlay";
 import { columnsFor, moveIndex, pageCount, pageOf, pageRange } from "./lib/views-paging";
 import "./lib/theme.css";
@@ -179,24 +179,16 @@ function mountExplanation(model: Model, shell: Shell): HTMLElement {
   const classes = element("select", "crpw-target");
   const classLabel = element("label", "crpw-controls");
   classLabel.append("Explain ", classes);
-  const slider = element("input", "crpw-opacity");
-  slider.type = "range";
-  slider.min = "0";
-  slider.max = "1";
-  slider.step = "0.05";
-  const readout = element("output", "crpw-value");
-  const opacity = element("label", "crpw-controls");
-  opacity.append("Opacity ", slider, readout);
-  section.append(figure, classLabel, opacity);
+  const opacity = opacitySlider();
+  const slider = opacity.input;
+  section.append(figure, classLabel, opacity.label);
 
   const image = new ImageSlot();
   let heatmap: Pixels | null = null;
 
   const draw = (): void => {
     const value = model.get("opacity");
-    slider.value = String(value);
-    readout.value = `${Math.round(value * 100)}%`;
-    slider.setAttribute("aria-valuetext", readout.value);
+    opacity.show(value);
     paint(canvas, compose(image.pixels, heatmap, value));
   };
 

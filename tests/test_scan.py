@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from zoo import small_cnn
+from zoo import random_images, small_cnn
 
 from crp_widgets.engine import CRP, CRPError
 from crp_widgets.engine.scan import scan
@@ -22,10 +22,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def dataset(n=40, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    return torch.utils.data.TensorDataset(
-        torch.rand(n, 3, 16, 16, generator=generator), torch.randint(0, 10, (n,), generator=generator)
-    )
+    return random_images(n, seed)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from ipywidgets.widgets.widget import _remove_buffers
 from PIL import Image
-from zoo import small_cnn
+from zoo import random_images, small_cnn
 
 from crp_widgets.engine import CRP
 from crp_widgets.engine.scan import scan
@@ -25,10 +25,7 @@ def decode(png):
 
 
 def dataset(n=24, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    return torch.utils.data.TensorDataset(
-        torch.rand(n, 3, 16, 16, generator=generator), torch.randint(0, 10, (n,), generator=generator)
-    )
+    return random_images(n, seed)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from ipywidgets.widgets.widget import _remove_buffers
 from PIL import Image
-from zoo import small_cnn
+from zoo import random_images, small_cnn
 
 from crp_widgets.demo import load as load_demo
 from crp_widgets.engine import CRP
@@ -25,12 +25,7 @@ CLASSES = [f"class {i}" for i in range(10)]
 
 
 def dataset(n=30, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    data = torch.utils.data.TensorDataset(
-        torch.rand(n, 3, 16, 16, generator=generator), torch.randint(0, 10, (n,), generator=generator)
-    )
-    data.classes = CLASSES
-    return data
+    return random_images(n, seed, CLASSES)
 
 
 @pytest.fixture(scope="module")

@@ -65,3 +65,14 @@ def torchvision_model(name, seed=0):
     with torch.no_grad():
         _randomise_batch_norms(model, torch.Generator().manual_seed(seed))
     return model.eval()
+
+
+def random_images(n, seed=0, classes=None):
+    """``n`` random 3x16x16 images in [0, 1] with labels of 10 classes (named ``classes``, if given)."""
+    generator = torch.Generator().manual_seed(seed)
+    data = torch.utils.data.TensorDataset(
+        torch.rand(n, 3, 16, 16, generator=generator), torch.randint(0, 10, (n,), generator=generator)
+    )
+    if classes is not None:
+        data.classes = list(classes)
+    return data

@@ -144,19 +144,6 @@ export function boundRadios(
   return group;
 }
 
-/** A function that runs `update` once after the current task, however often it is called meanwhile. */
-export function coalesced(update: () => void): () => void {
-  let pending = false;
-  return () => {
-    if (pending) return;
-    pending = true;
-    queueMicrotask(() => {
-      pending = false;
-      update();
-    });
-  };
-}
-
 /** A relevance or activation value in three significant digits; very small or large ones in exponent form. */
 export function formatValue(value: number): string {
   const size = Math.abs(value);

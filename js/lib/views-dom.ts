@@ -33,3 +33,28 @@ export function pngImage(view: DataView | null | undefined, className: string): 
   image.src = url;
   return image;
 }
+
+/** The opacity control of a heatmap overlay: a range input in [0, 1] with a percentage readout. */
+export interface OpacitySlider {
+  label: HTMLLabelElement;
+  input: HTMLInputElement;
+  /** Show `value` (the model's opacity) on the slider and in the readout. */
+  show(value: number): void;
+}
+
+export function opacitySlider(): OpacitySlider {
+  const input = element("input", "crpw-opacity");
+  input.type = "range";
+  input.min = "0";
+  input.max = "1";
+  input.step = "0.05";
+  const readout = element("output", "crpw-value");
+  const label = element("label", "crpw-controls");
+  label.append("Opacity ", input, readout);
+  const show = (value: number): void => {
+    input.value = String(value);
+    readout.value = `${Math.round(value * 100)}%`;
+    input.setAttribute("aria-valuetext", readout.value);
+  };
+  return { label, input, show };
+}

@@ -57,7 +57,8 @@ export function paint(canvas: HTMLCanvasElement, pixels: Pixels | null): void {
   canvas.getContext("2d")?.putImageData(new ImageData(pixels.rgba, pixels.width, pixels.height), 0, 0);
 }
 
-async function decodePng(view: DataView): Promise<Pixels> {
+/** Decode PNG bytes into RGBA pixels. */
+export async function decodePng(view: DataView): Promise<Pixels> {
   const url = pngUrl(view);
   try {
     const image = new Image();
