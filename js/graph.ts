@@ -30,6 +30,7 @@ import {
   placeNodes,
 } from "./lib/graph-layout";
 import { type Shell, element, mountShell } from "./lib/shell";
+import { coalesced } from "./lib/views-dom";
 import "./lib/theme.css";
 import "./graph.css";
 
@@ -102,19 +103,6 @@ class Images {
     this.set([]);
     this.release();
   }
-}
-
-/** Run `draw` once after the current burst of model events (a kernel update changes several traits at once). */
-function coalesce(draw: () => void): () => void {
-  let pending = false;
-  return () => {
-    if (pending) return;
-    pending = true;
-    queueMicrotask(() => {
-      pending = false;
-      draw();
-    });
-  };
 }
 
 function svg<K extends keyof SVGElementTagNameMap>(
@@ -497,7 +485,7 @@ function mountDrill(model: Model, pictures: Pictures): Section {
 function render({ model, el }: RenderProps<GraphModel>): () => void {
   const shell = mountShell(el, model, "graph");
   const sections: Section[] = [];
-  const redraw = coalesce(() => {
+  const redraw = coalesced(() => {
     for (const section of sections) section.draw();
     for (const images of Object.values(pictures)) images.release();
   });
