@@ -6,6 +6,7 @@ the k backward passes from the layer to the input as one vectorised pass.
 """
 
 import collections
+import contextlib
 import hashlib
 import threading
 
@@ -23,6 +24,7 @@ from .inspection import (
     resolve_layer,
     validate_input,
 )
+from .interventions import edited, edits_key, evaluate
 from .receptive import FlatComposite, bounding_box
 from .results import Attribution, ChannelRelevance, ReceptiveField, RegionRelevance, Subconcepts
 
@@ -105,6 +107,8 @@ class CRP:
         self._flat = FlatComposite()
         self._fields = {}  # the flat-rule forward pass of receptive fields (kept by clear_cache: input independent)
         self._lock = threading.RLock()
+        self._edits = None  # the edits of an open ``edited`` block, and their key
+        self._edits_key = ()
 
     # ----------------------------------------------------------------------------------------------- forward cache
 
@@ -115,7 +119,14 @@ class CRP:
     def _forward(self, x):
         """The recorded forward pass of ``x`` (from the cache when nothing changed), and the unbatched flag."""
         x, unbatched = validate_input(x, self.model, self._spec)
-        key = (_digest(x), self._state_key(), id(self.composite), frozenset(self._tapped), self.vectorize)
+        key = (
+            _digest(x),
+            self._state_key(),
+            id(self.composite),
+            frozenset(self._tapped),
+            self.vectorize,
+            self._edits_key,
+        )
         forward = self._cache.get(key)
         if forward is None:
             forward = record_forward(self.model, x, self.composite, sorted(self._tapped))
@@ -127,6 +138,66 @@ class CRP:
         else:
             self._cache.move_to_end(key)
         return forward, unbatched
+
+    def edited(self, edits):
+        """Compute everything inside the ``with`` block on the model with ``{layer: Edit}`` applied (Sec. 4.1-4.3).
+
+        Edits (:class:`~crp_widgets.engine.interventions.Scale`, :class:`~crp_widgets.engine.interventions.Blend`)
+        change the layer's activations (of the canonized model, as CRP sees them) for the layers above; relevance
+        passes an edit unchanged. Predictions, attributions and rankings in the block reflect the edits; results
+        are cached per edit. Other threads' passes on the model wait until the block ends.
+
+        Examples
+        --------
+        >>> with crp.edited({"features.conv4": Scale([6, 22])}):  # switch channels 6 and 22 off
+        ...     crp.predict(x)
+        """
+        return self._edited(edits)
+
+    @contextlib.contextmanager
+    def _edited(self, edits):
+        edits = dict(edits or {})
+        for name in edits:
+            self._layer(name)
+        with self._lock, edited(self.model, edits, self.layer_names):
+            previous = self._edits, self._edits_key
+            self._edits, self._edits_key = edits, (*self._edits_key, edits_key(edits))
+            try:
+                yield self
+            finally:
+                self._edits, self._edits_key = previous
+
+    def evaluate(self, x, edits=None, record=()):
+        """The output of a plain forward pass (no relevance, no gradients) with ``edits``, and activations.
+
+        Cheaper than :meth:`predict` under :meth:`edited` when many edited passes are needed (filter flipping,
+        insertion sweeps): the canonized model (as CRP sees its layers) runs under ``torch.no_grad``.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            One sample or a batch.
+        edits : dict[str, Edit], optional
+            ``{layer: Edit}`` (see :mod:`crp_widgets.engine.interventions`).
+        record : Iterable[str]
+            Layers whose outputs to return.
+
+        Returns
+        -------
+        output : torch.Tensor
+            The logits (unbatched for one sample).
+        activations : dict[str, torch.Tensor]
+            The recorded layers' outputs (after their edits).
+        """
+        record = [self._layer(name) for name in record]
+        for name in edits or {}:
+            self._layer(name)
+        batch, unbatched = validate_input(x, self.model, self._spec)
+        with self._lock:
+            output, found = evaluate(self.model, self.composite, batch, edits, record)
+        if unbatched:
+            return output[0], {name: value[0] for name, value in found.items()}
+        return output, found
 
     def clear_cache(self):
         """Drop the recorded forward passes (and the memory their graphs hold)."""

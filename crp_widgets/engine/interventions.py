@@ -1,0 +1,279 @@
+"""Interventions on a layer's activations during the forward pass (CRP paper Sec. 4.1-4.3, Eq. 27-29).
+
+An :class:`Edit` maps a layer's output to an edited output: :class:`Scale` switches channels off or scales them
+(filter flipping, Sec. 4.1; "what-if", Fig. 22 right), :class:`Blend` blends a donor's activations into the sample
+inside a spatial mask (concept insertion, Eq. 27-28, and replacement by a spatially averaged concept, Eq. 29).
+
+:func:`edited` applies edits to a model for the duration of a ``with`` block, as forward hooks that run before the
+CRP rules: the rest of the network sees the edited activations, while relevance passes an edit unchanged (the
+edited layer's rule distributes the relevance its neurons receive, Eq. 1-3). :meth:`CRP.edited` and
+:meth:`CRP.evaluate` use them; the model is left as found afterwards.
+"""
+
+import contextlib
+import hashlib
+
+import torch
+
+from .errors import CRPError
+from .forward import model_lock, preserved
+from .inspection import channel_axis, resolve_layer
+
+
+def _tensor_key(tensor):
+    data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+    return (tuple(tensor.shape), str(tensor.dtype), hashlib.blake2b(data, digest_size=16).hexdigest())
+
+
+def _per_sample(values, activation, axis, what):
+    """Broadcast ``values`` ``[C]`` or ``[B, C]`` against ``activation`` with channels on ``axis``."""
+    values = values.to(device=activation.device, dtype=activation.dtype)
+    channels = activation.shape[axis]
+    if (
+        values.shape[-1] != channels
+        or values.ndim > 2
+        or (values.ndim == 2 and values.shape[0] not in (1, len(activation)))
+    ):
+        raise CRPError(
+            f"{what} has shape {list(values.shape)}; expected [{channels}] (one value per channel) or "
+            f"[{len(activation)}, {channels}] (one row per sample) for a layer output of shape {list(activation.shape)}"
+        )
+    if axis in (-1, activation.ndim - 1):
+        return values if values.ndim == activation.ndim else values.reshape(*[1] * (activation.ndim - 1), -1)
+    batch = values.shape[0] if values.ndim == 2 else 1
+    return values.reshape(batch, channels, *[1] * (activation.ndim - 2))
+
+
+class Edit:
+    """An edit of a layer's output: ``edit(activation, axis)`` returns the edited activation (same shape)."""
+
+    def __call__(self, activation, axis):
+        """Return the edited ``activation`` (channels on ``axis``)."""
+        raise NotImplementedError
+
+    def key(self):
+        """A hashable description of the edit, for caches."""
+        raise NotImplementedError
+
+
+class Scale(Edit):
+    """Multiply channels by factors: 0 switches a channel off (Sec. 4.1, Fig. 22 right), 2 doubles it.
+
+    Parameters
+    ----------
+    factors : dict[int, float] or Sequence[int] or torch.Tensor
+        ``{channel: factor}`` (other channels unchanged), a list of channels to switch off, or a tensor of factors
+        ``[C]`` or ``[B, C]`` (one row per sample of a batch: many interventions in one forward pass).
+    """
+
+    def __init__(self, factors):
+        if isinstance(factors, torch.Tensor):
+            self.factors = factors.detach().float()
+        elif isinstance(factors, dict):
+            self.factors = {int(c): float(f) for c, f in factors.items()}
+        else:
+            self.factors = {int(c): 0.0 for c in factors}
+
+    def __call__(self, activation, axis):
+        """Return ``activation`` with channels (on ``axis``) multiplied by their factors."""
+        channels = activation.shape[axis]
+        if isinstance(self.factors, dict):
+            bad = [c for c in self.factors if not 0 <= c < channels]
+            if bad:
+                raise CRPError(f"channel(s) {bad} out of range: the layer has {channels} channels (0-{channels - 1})")
+            factors = torch.ones(channels)
+            factors[list(self.factors)] = torch.tensor(list(self.factors.values()))
+        else:
+            factors = self.factors
+        return activation * _per_sample(factors, activation, axis, "Scale factors")
+
+    def key(self):
+        """The factors, as a hashable value."""
+        if isinstance(self.factors, dict):
+            return ("scale", tuple(sorted(self.factors.items())))
+        return ("scale", _tensor_key(self.factors))
+
+
+class Blend(Edit):
+    """Blend a donor's activations into the sample inside a mask: ``Z + alpha M o (Z_donor - Z)`` (Eq. 27-29).
+
+    ``alpha = 1`` with a binary mask is the insertion of Eq. 27; a donor averaged over space (:meth:`averaged`) is
+    the replacement by a "clean" concept of Eq. 29.
+
+    Parameters
+    ----------
+    donor : torch.Tensor
+        The donor's activations at the layer: ``[C, *S]`` (one donor) or ``[B, C, *S]``, or ``[C]`` for a spatially
+        constant donor.
+    mask : torch.Tensor, optional
+        Where to blend, on the layer's spatial grid ``S`` (``[*S]`` or ``[B, *S]``; boolean or in [0, 1]). See
+        :func:`layer_mask` to bring an input mask to the layer. Default: everywhere.
+    alpha : float or torch.Tensor
+        The degree of blending in [0, 1], or a tensor ``[B]`` (one per sample, e.g. a whole alpha sweep in one
+        batch).
+    channels : Sequence[int], optional
+        Blend only these channels (default: all).
+    """
+
+    def __init__(self, donor, mask=None, alpha=1.0, channels=None):
+        self.donor = donor.detach()
+        self.mask = None if mask is None else mask.detach().float()
+        self.alpha = alpha.detach().float() if isinstance(alpha, torch.Tensor) else float(alpha)
+        if isinstance(self.alpha, float) and not 0.0 <= self.alpha <= 1.0:
+            raise CRPError(f"alpha must lie in [0, 1], got {self.alpha}")
+        self.channels = None if channels is None else sorted({int(c) for c in channels})
+
+    @classmethod
+    def averaged(cls, donor, mask=None, alpha=1.0, channels=None, donor_mask=None):
+        """Eq. 29: the donor's activations averaged over space (inside ``donor_mask`` if given) blended in."""
+        donor = donor.detach()
+        spatial = tuple(range(1, donor.ndim))
+        if donor_mask is None:
+            mean = donor.mean(dim=spatial) if spatial else donor
+        else:
+            weights = donor_mask.to(donor.dtype).expand_as(donor[0])
+            if not weights.sum():
+                raise CRPError("the donor mask is empty: it must select at least one position of the layer")
+            mean = (donor * weights).sum(dim=spatial) / weights.sum()
+        return cls(mean, mask=mask, alpha=alpha, channels=channels)
+
+    def __call__(self, activation, axis):
+        """Return ``activation`` blended with the donor (Eq. 28)."""
+        channel_dim = axis % activation.ndim
+        spatial = activation.shape[channel_dim + 1 :]
+        donor = self.donor.to(device=activation.device, dtype=activation.dtype)
+        if donor.ndim == 1:
+            donor = donor.reshape(1, -1, *[1] * len(spatial))
+        elif donor.ndim == activation.ndim - 1:
+            donor = donor.unsqueeze(0)
+        if donor.shape[1] != activation.shape[channel_dim] or tuple(donor.shape[2:]) not in (
+            tuple(spatial),
+            (1,) * len(spatial),
+        ):
+            raise CRPError(
+                f"the donor activations have shape {list(self.donor.shape)}; the layer's output is "
+                f"{list(activation.shape[1:])} per sample (give the donor's activations at the same layer)"
+            )
+        weight = torch.ones((), device=activation.device, dtype=activation.dtype)
+        if self.mask is not None:
+            mask = self.mask.to(device=activation.device, dtype=activation.dtype)
+            if mask.ndim not in (len(spatial), len(spatial) + 1) or tuple(
+                mask.shape[mask.ndim - len(spatial) :]
+            ) != tuple(spatial):
+                raise CRPError(
+                    f"the blend mask has shape {list(mask.shape)}; expected the layer's spatial shape {list(spatial)} "
+                    "(use crp_widgets.engine.interventions.layer_mask to bring an input mask to the layer)"
+                )
+            batch = mask.shape[0] if mask.ndim > len(spatial) else 1
+            weight = mask.reshape(batch, 1, *spatial)
+        alpha = self.alpha
+        if isinstance(alpha, torch.Tensor):
+            alpha = alpha.to(device=activation.device, dtype=activation.dtype).reshape(-1, *[1] * (activation.ndim - 1))
+        change = alpha * weight * (donor - activation)
+        if self.channels is not None:
+            keep = torch.zeros(activation.shape[channel_dim], device=activation.device, dtype=activation.dtype)
+            keep[self.channels] = 1
+            change = change * keep.reshape(1, -1, *[1] * len(spatial))
+        return activation + change
+
+    def key(self):
+        """Donor, mask, alpha and channels, as a hashable value."""
+        alpha = _tensor_key(self.alpha) if isinstance(self.alpha, torch.Tensor) else self.alpha
+        mask = None if self.mask is None else _tensor_key(self.mask)
+        return ("blend", _tensor_key(self.donor), mask, alpha, None if self.channels is None else tuple(self.channels))
+
+
+def layer_mask(mask, shape):
+    """Bring a boolean input mask ``[H, W]`` (or ``[L]``) to a layer's spatial grid ``shape`` (area average > 0).
+
+    A layer position is inside when any input pixel of its cell is (adaptive max pooling of the mask).
+    """
+    mask = torch.as_tensor(mask).float()
+    shape = tuple(int(s) for s in shape)
+    if mask.ndim != len(shape):
+        raise CRPError(f"the mask has {mask.ndim} dimensions; the layer's grid {list(shape)} has {len(shape)}")
+    pool = torch.nn.functional.adaptive_max_pool2d if len(shape) == 2 else torch.nn.functional.adaptive_max_pool1d
+    return pool(mask[None, None], shape)[0, 0] > 0
+
+
+class _Pass(torch.autograd.Function):
+    """Forward the edited value; pass the gradient (the relevance) to the unedited output unchanged."""
+
+    @staticmethod
+    def forward(ctx, output, edited):
+        return edited
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+def edits_key(edits):
+    """A hashable description of ``{layer: Edit}``, for caches."""
+    return tuple(sorted((name, edit.key()) for name, edit in (edits or {}).items()))
+
+
+def _hook(edit, axis):
+    def hook(module, args, output):
+        if not isinstance(output, torch.Tensor):
+            raise CRPError(
+                f"{type(module).__name__} returns {type(output).__name__}; only tensor outputs can be edited"
+            )
+        new = edit(output.detach() if output.requires_grad else output, axis)
+        return _Pass.apply(output, new.detach()) if output.requires_grad else new
+
+    return hook
+
+
+@contextlib.contextmanager
+def edited(model, edits, layer_names=None):
+    """Apply ``{layer: Edit}`` to ``model`` inside the block (forward hooks, removed afterwards).
+
+    The hooks run before any other hook of the module (so CRP rules and taps see the edited output) and hold the
+    model's lock, so no other recorded pass of the model overlaps.
+    """
+    modules = dict(model.named_modules())
+    names = layer_names if layer_names is not None else [name for name in modules if name]
+    for name, edit in (edits or {}).items():
+        resolve_layer(name, modules, names)
+        if not isinstance(edit, Edit):
+            raise CRPError(f"the edit of layer {name!r} is a {type(edit).__name__}; give a Scale or a Blend")
+    handles = []
+    with model_lock(model):
+        try:
+            for name, edit in (edits or {}).items():
+                module = modules[name]
+                handles.append(module.register_forward_hook(_hook(edit, channel_axis(module)), prepend=True))
+            yield model
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
+def evaluate(model, composite, x, edits=None, record=()):
+    """A plain forward pass of the canonized model (no gradients) with ``edits``; see :meth:`CRP.evaluate`."""
+    modules = dict(model.named_modules())
+    found = {}
+    handles = []
+
+    def recorder(name):
+        def hook(module, args, output):
+            found[name] = output.detach()
+
+        return hook
+
+    with model_lock(model), preserved(model), torch.no_grad():
+        canonizers = []
+        try:
+            for canonizer in getattr(composite, "canonizers", []) or []:
+                canonizers += canonizer.apply(model)
+            with edited(model, edits):
+                for name in record:
+                    handles.append(modules[name].register_forward_hook(recorder(name)))
+                output = model(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+            for canonizer in reversed(canonizers):
+                canonizer.remove()
+    return output, found
