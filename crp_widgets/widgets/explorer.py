@@ -1,18 +1,28 @@
 """The linked explorer: every component on one session and one state (issue 4)."""
 
+import importlib
+
 import ipywidgets
 
 from ..engine import CRPError
 from ..engine.scan import ScanJob
-from .atlas import ConceptAtlas
 from .channels import ChannelSelector, default_layer
-from .gallery import ReferenceGallery
-from .graph import AttributionGraphView
 from .heatmaps import ConditionalHeatmaps
 from .sample import SampleView
 from .session import ExplorerState, Session
 
-TABS = (("References", "gallery"), ("Concept atlas", "atlas"), ("Attribution graph", "graph"))
+# The explorer's tabs: (title, attribute, "module:Class" in crp_widgets.widgets, priority). Each class is a
+# Component taking (session, state); a hidden tab computes when shown; lower priorities compute first.
+TABS = (
+    ("References", "gallery", "gallery:ReferenceGallery", 1),
+    ("Concept atlas", "atlas", "atlas:ConceptAtlas", 2),
+    ("Attribution graph", "graph", "graph:AttributionGraphView", 2),
+)
+
+
+def _component(path):
+    module, name = path.split(":")
+    return getattr(importlib.import_module(f"{__package__}.{module}"), name)
 
 
 class Explorer(ipywidgets.VBox):
@@ -53,14 +63,14 @@ class Explorer(ipywidgets.VBox):
         self.sample = SampleView(session, state)
         self.channels = ChannelSelector(session, state)
         self.heatmaps = ConditionalHeatmaps(session, state)
-        self.gallery = ReferenceGallery(session, state)
-        self.atlas = ConceptAtlas(session, state)
-        self.graph = AttributionGraphView(session, state)
-        self.gallery.priority, self.atlas.priority, self.graph.priority = 1, 2, 2
+        for _, name, path, priority in TABS:
+            view = _component(path)(session, state)
+            view.priority, view.active = priority, False
+            setattr(self, name, view)
         if store_error is not None:
             self.gallery.settle("store", store_error)
-        self.tabs = ipywidgets.Tab(children=[getattr(self, name) for _, name in TABS])
-        self.tabs.titles = tuple(title for title, _ in TABS)
+        self.tabs = ipywidgets.Tab(children=[getattr(self, name) for _, name, _, _ in TABS])
+        self.tabs.titles = tuple(title for title, *_ in TABS)
         self.tabs.observe(self._show_tab, names=["selected_index"])
         self._show_tab({"new": self.tabs.selected_index or 0})
         self.channels.observe(self._focus_top_channel, names=["ranking", "ranking_layer"])
@@ -71,7 +81,7 @@ class Explorer(ipywidgets.VBox):
         super().__init__([top, self.tabs])
 
     def _show_tab(self, change):
-        for index, (_, name) in enumerate(TABS):
+        for index, (_, name, _, _) in enumerate(TABS):
             getattr(self, name).active = index == change["new"]
 
     def _focus_top_channel(self, change=None):
