@@ -1,8 +1,10 @@
 """The base of every anywidget component: a session, a shared state, an error box and a busy flag."""
 
+import html
 import pathlib
 
 import anywidget
+import ipywidgets
 import traitlets
 
 from .session import ExplorerState, Session
@@ -10,11 +12,8 @@ from .session import ExplorerState, Session
 STATIC = pathlib.Path(__file__).parent.parent / "static"
 
 
-class Component(anywidget.AnyWidget):
-    """A widget that shows part of a CRP session and links to others through an :class:`ExplorerState`.
-
-    Subclasses set ``_esm``/``_css`` (``STATIC / "<name>.js"``), declare their synced traits, observe the state
-    traits they depend on and call :meth:`schedule` to compute off the comm thread.
+class Scheduled(traitlets.HasTraits):
+    """What every view shares: a session, a shared state, an error message, a busy flag and :meth:`schedule`.
 
     Parameters
     ----------
@@ -99,3 +98,41 @@ class Component(anywidget.AnyWidget):
     def _finish(self, view):
         self._waiting.discard(view)
         self.busy = bool(self._waiting)
+
+
+class Component(Scheduled, anywidget.AnyWidget):
+    """An anywidget view of part of a CRP session, linked to others through an :class:`ExplorerState`.
+
+    Subclasses set ``_esm``/``_css`` (``STATIC / "<name>.js"``), declare their synced traits, observe the state
+    traits they depend on and call :meth:`schedule` to compute off the comm thread. See :class:`Scheduled`.
+    """
+
+
+class Panel(Scheduled, ipywidgets.VBox):
+    """A view composed of ipywidgets (e.g. bqplot figures), linked like a :class:`Component`.
+
+    Subclasses build their widgets and pass them to :meth:`set_body`; :attr:`error` shows in a red box above them
+    and :attr:`busy` in a status line. See :class:`Scheduled`.
+    """
+
+    def __init__(self, session, state=None, session_options=None, **kwargs):
+        super().__init__(session, state, session_options, **kwargs)
+        self._status = ipywidgets.HTML("", layout=ipywidgets.Layout(min_height="1.2em"))
+        self._status.add_class("crp-panel-status")
+        self._body = ()
+        self.observe(self._show_status, names=["error", "busy"])
+        self.children = (self._status,)
+
+    def set_body(self, *children):
+        """Show ``children`` below the status line."""
+        self._body = tuple(children)
+        self.children = (self._status, *self._body)
+
+    def _show_status(self, change=None):
+        if self.error:
+            text = html.escape(self.error).replace("\n", "<br>")
+            self._status.value = f'<div style="color: var(--jp-error-color1, #c62828)">{text}</div>'
+        elif self.busy:
+            self._status.value = '<span style="color: var(--jp-ui-font-color2, #757575)">computing...</span>'
+        else:
+            self._status.value = ""
