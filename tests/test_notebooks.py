@@ -43,3 +43,12 @@ def test_teaching_session_runs_with_unanswered_exercises():
     text, widgets, _ = execute("teaching.ipynb")
     assert text.count("Not answered yet") == 5
     assert len(widgets) >= 4
+
+
+def test_time_series_notebook_finds_the_planted_patterns():
+    text, widgets, _ = execute("time_series.ipynb")
+    assert "scanned 300 signals" in text
+    assert len(widgets) >= 2
+    shares = [float(line.split(" puts ")[1].split("%")[0]) for line in text.splitlines() if " puts " in line]
+    assert len(shares) == 2
+    assert min(shares) > 50

@@ -8,6 +8,7 @@ Everything is generated or loaded offline, in seconds, on a CPU::
     x, label = demo.dataset[9]                 # scenes cycle through the classes; 9 is a "green cross"
     demo.masks(9)                              # {concept: bool [64, 64]} for each concept in scene 9
     x_clean, _ = demo.sample(9, watermark=False)   # the same scene without the watermark
+    signals = cw.demo.load_signals()           # the 1-D world: two-channel signals with planted patterns
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ __all__ = [
     "Demo",
     "DemoDataset",
     "DemoNet",
+    "SignalDemo",
     "load",
     "load_model",
+    "load_signals",
 ]
 
 WEIGHTS = Path(__file__).parent / "weights" / "demo_cnn.safetensors"
@@ -108,3 +111,66 @@ def load(length: int = 1000, seed: int = EXPLORE_SEED) -> Demo:
     """
     metadata = json.loads(WEIGHTS.with_suffix(".json").read_text())
     return Demo(model=load_model(), dataset=DemoDataset(length, seed), metadata=metadata)
+
+
+SIGNAL_WEIGHTS = Path(__file__).parent / "weights" / "signal_cnn.safetensors"
+
+
+@dataclass
+class SignalDemo:
+    """The 1-D demo world (CRP paper Sec. 3.5), ready to explore: signals with planted patterns and a 1-D CNN.
+
+    Attributes
+    ----------
+    model : SignalNet
+        Trained model with the shipped weights, in eval mode.
+    dataset : SignalDataset
+        The explore split (held out from training).
+    metadata : dict
+        Training metadata shipped with the weights (held-out accuracy, ...).
+    """
+
+    model: torch.nn.Module = field(repr=False)
+    dataset: object
+    metadata: dict = field(repr=False)
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names (pairs of patterns), indexed by label."""
+        return self.dataset.classes
+
+    @property
+    def concepts(self) -> list[str]:
+        """Names of the planted patterns."""
+        return self.dataset.concepts
+
+    def masks(self, index: int) -> dict[str, np.ndarray]:
+        """Pattern masks of signal ``index``: {pattern: bool [L]} for each pattern present."""
+        return self.dataset.masks(index)
+
+
+def load_signals(length: int = 600, seed: int = 1) -> SignalDemo:
+    """Load the 1-D demo: the trained `SignalNet` and ``length`` two-channel signals of world ``seed``.
+
+    Parameters
+    ----------
+    length : int
+        Number of signals in the data set.
+    seed : int
+        World seed; the default is the explore split, held out from training (seed 0).
+
+    Returns
+    -------
+    SignalDemo
+        Model (eval mode), data set, class and concept names, masks.
+    """
+    from safetensors.torch import load_file
+
+    from .signal_model import SignalNet
+    from .signals import SignalDataset
+
+    dataset = SignalDataset(length, seed)
+    model = SignalNet(n_classes=len(dataset.classes))
+    model.load_state_dict(load_file(str(SIGNAL_WEIGHTS)))
+    metadata = json.loads(SIGNAL_WEIGHTS.with_suffix(".json").read_text())
+    return SignalDemo(model=model.eval(), dataset=dataset, metadata=metadata)

@@ -15,12 +15,14 @@ from PIL import Image
 from ..engine import CRPError
 from ..engine.forward import model_lock, preserved
 from ..render.images import image_to_uint8
+from ..render.signals import plot_signal
 from .component import STATIC, Component
 from .traits import PNG, Array, PNGList
 
 __all__ = ["SampleView", "class_names", "thumbnail"]
 
 THUMBNAIL = 64
+SIGNAL_SIZE = (320, 160)
 
 
 def thumbnail(image, size=THUMBNAIL):
@@ -29,7 +31,7 @@ def thumbnail(image, size=THUMBNAIL):
     Parameters
     ----------
     image : torch.Tensor or numpy.ndarray
-        ``[3, H, W]`` or ``[H, W, 3]``, float in [0, 1] or ``uint8``.
+        ``[3, H, W]`` or ``[H, W, 3]``, float in [0, 1] or ``uint8``; a 1-D signal ``[C, L]`` becomes a line plot.
     size : int
         The longest side of the result.
 
@@ -38,6 +40,8 @@ def thumbnail(image, size=THUMBNAIL):
     numpy.ndarray
         ``uint8`` ``[h, w, 3]``.
     """
+    if np.ndim(image) == 2:  # a signal [C, L] (Sec. 3.5)
+        return plot_signal(image, size=(size, size * 3 // 4))
     picture = Image.fromarray(image_to_uint8(image))
     picture.thumbnail((size, size), Image.Resampling.BILINEAR)
     return np.asarray(picture)
@@ -125,7 +129,8 @@ class SampleView(Component):
     image : numpy.ndarray
         The explained input as an image (``session.display``), synced as PNG bytes.
     heatmap : numpy.ndarray
-        Its class-conditional heatmap ``[H, W]``, synced as float32 bytes and coloured in the browser.
+        Its class-conditional heatmap ``[H, W]``, synced as float32 bytes and coloured in the browser. For a 1-D
+        signal ``[C, L]`` it is ``None`` and ``image`` is a line plot with the relevance as a band under it (Sec. 3.5).
     opacity : float
         Weight of the heatmap colour over the image.
     """
@@ -242,7 +247,10 @@ class SampleView(Component):
             explained = prediction if target is None else int(target)
             heatmap = self.session.crp.attribute(x, explained).heatmap
             names = class_names(self.session, int(output.shape[-1]))
-            return self.session.display(x), heatmap, prediction, explained, label, names
+            shown = self.session.display(x)
+            if heatmap.ndim == 1:  # a signal: its line plot with the relevance as a band under it (Sec. 3.5)
+                shown, heatmap = plot_signal(shown, heatmap, size=SIGNAL_SIZE), None
+            return shown, heatmap, prediction, explained, label, names
 
         def apply(result):
             with self.hold_sync():
