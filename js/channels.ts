@@ -41,6 +41,21 @@ interface ChannelModel {
   has_references: boolean;
   preview: DataView[];
   preview_for: { layer?: string; channel?: number };
+  labels: ChannelLabels;
+}
+
+/** Concept labels of a layer's channels (Network Dissection, seed 002): best concept and IoU per channel. */
+interface ChannelLabels {
+  layer?: string;
+  concepts?: (string | null)[];
+  iou?: number[];
+}
+
+/** The concept label of `channel` ("stripes 0.12"), or null when the layer has no labels. */
+function conceptLabel(labels: ChannelLabels, layer: string, channel: number): string | null {
+  if (labels.layer !== layer || labels.concepts === undefined || labels.iou === undefined) return null;
+  const concept = labels.concepts[channel];
+  return `${concept ?? "none"} ${labels.iou[channel].toFixed(2)}`;
 }
 
 type Model = RenderProps<ChannelModel>["model"];
@@ -214,6 +229,15 @@ function mountBars(model: Model, shell: Shell, id: string, summary: HTMLElement)
       track,
       element("span", "crpw-bar-share", formatShare(share)),
     );
+    const concept = conceptLabel(model.get("labels"), model.get("ranking_layer"), channel);
+    if (concept !== null) {
+      // The dissection label and its IoU, next to the channel's bar (the references stay on hover).
+      const tag = element("span", "crpw-bar-concept", concept);
+      tag.style.cssText = "white-space: nowrap; overflow: hidden; text-overflow: ellipsis; font-size: 0.85em;";
+      item.style.gridTemplateColumns = "4em 1fr 8em 5.5em";
+      item.insertBefore(tag, item.lastChild);
+      item.title += `; concept (Network Dissection IoU): ${concept}`;
+    }
     return item;
   };
 
@@ -304,7 +328,7 @@ function mountBars(model: Model, shell: Shell, id: string, summary: HTMLElement)
   });
 
   shell.listen(["ranking", "ranking_layer"], coalesced(load), true);
-  shell.listen(["conditions", "top_k", "show_all"], draw);
+  shell.listen(["conditions", "top_k", "show_all", "labels"], draw);
   shell.listen(["preview", "preview_for", "has_references"], coalesced(() => preview.draw()));
   return wrap;
 }

@@ -63,9 +63,11 @@ interface GraphModel {
   heatmaps: DataView[];
   drill_thumbnails: DataView[];
   drill_heatmaps: DataView[];
+  labels: Record<string, { concepts?: (string | null)[]; iou?: number[] }>;
 }
 
 type Model = AnyModel<GraphModel>;
+type Labels = GraphModel["labels"];
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 const TILE = 64;
@@ -226,6 +228,7 @@ function drawNode(
   place: Slot,
   flags: { root: boolean; selected: boolean; expandable: boolean },
   images: { sample: string; thumbnails: Images; heatmaps: Images },
+  labels: Labels = {},
 ): SVGGElement {
   const origin = cardOrigin(place, GEOMETRY);
   const classes = ["crpw-graph-node"];
@@ -261,6 +264,20 @@ function drawNode(
   const label = svg("text", { x: PAD, y: 2 * PAD + TILE + 14 }, "crpw-graph-label");
   label.textContent = `ch ${node.channel} (${share})`;
   group.append(label);
+  const concepts = labels[node.layer];
+  if (concepts?.concepts !== undefined && concepts.iou !== undefined && node.channel < concepts.concepts.length) {
+    // The dissection label and IoU (seed 002) on a strip at the foot of the heatmap tile; the reference stays whole.
+    const text = `${concepts.concepts[node.channel] ?? "none"} ${concepts.iou[node.channel].toFixed(2)}`;
+    const y = PAD + TILE - 12;
+    const strip = svg("g", {}, "crpw-graph-concept");
+    strip.append(
+      svg("rect", { x: 2 * PAD + TILE, y, width: TILE, height: 12, fill: "rgba(0, 0, 0, 0.6)" }),
+      svg("text", { x: 2 * PAD + TILE + 2, y: y + 9, fill: "#ffffff", "font-size": 9 }),
+      title(`concept (Network Dissection): ${text}`),
+    );
+    (strip.children[1] as SVGTextElement).textContent = text;
+    group.append(strip);
+  }
   if (flags.expandable) {
     const expand = svg(
       "g",
@@ -280,6 +297,7 @@ function drawGraph(
   data: GraphData,
   selected: readonly unknown[],
   images: { sample: string; thumbnails: Images; heatmaps: Images },
+  concepts: Labels = {},
 ): GraphView {
   const places = placeNodes(data);
   const size = extent(places.values(), GEOMETRY);
@@ -310,7 +328,7 @@ function drawGraph(
       selected: sameKey(selected, node.layer, node.channel),
       expandable: expandable.has(id),
     };
-    nodes.append(drawNode(node, index, placeOf(places, [node.layer, node.channel]), flags, images));
+    nodes.append(drawNode(node, index, placeOf(places, [node.layer, node.channel]), flags, images, concepts));
   });
   root.append(drawRows(data, size.width), edges, percents, nodes);
   return { svg: root, places, nodes: byId, expandable };
@@ -382,7 +400,7 @@ function mountGraph(model: Model, pictures: Pictures): Section {
       `Attribution graph of layer ${data.root[0]}, channel ${data.root[1]} (relevance ${relevance}) for class ` +
       `“${data.class}”: edges show the share of the upper concept's relevance, cards the share of the root's.`;
     const images = { sample: pictures.image.at(0), thumbnails: pictures.thumbnails, heatmaps: pictures.heatmaps };
-    view = drawGraph(data, model.get("selected"), images);
+    view = drawGraph(data, model.get("selected"), images, model.get("labels"));
     scroller.replaceChildren(view.svg);
     activate(view.nodes.has(active) ? active : nodeId(...data.root), hadFocus);
   };
@@ -492,7 +510,7 @@ function render({ model, el }: RenderProps<GraphModel>): () => void {
   const pictures = mountPictures(model, shell, redraw);
   sections.push(mountGraph(model, pictures), mountDrill(model, pictures));
   shell.body.append(mountControls(model, shell), ...sections.map((section) => section.element));
-  shell.listen(["graph", "selected", "path", "drill"], redraw, true);
+  shell.listen(["graph", "selected", "path", "drill", "labels"], redraw, true);
   return () => shell.dispose();
 }
 

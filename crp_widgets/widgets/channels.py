@@ -71,6 +71,9 @@ class ChannelSelector(Component):
         Receptive-field crops of the references of ``preview_for``'s channel, synced as PNG bytes.
     preview_for : dict
         ``{"layer": str, "channel": int}`` of the preview.
+    labels : dict
+        Concept labels of ``ranking_layer``'s channels (``session.label``, Network Dissection): ``{"layer",
+        "concepts": [best concept or None per channel], "iou": [per channel]}``, or empty.
     """
 
     _esm = STATIC / "channels.js"
@@ -88,6 +91,7 @@ class ChannelSelector(Component):
     has_references = traitlets.Bool(False).tag(sync=True)
     preview = PNGList()
     preview_for = traitlets.Dict().tag(sync=True)
+    labels = traitlets.Dict().tag(sync=True)
 
     def __init__(self, session, state=None, *, top_k=10, **kwargs):
         super().__init__(session, state, **kwargs)
@@ -98,6 +102,7 @@ class ChannelSelector(Component):
         self._mirror_state()
         self.state.observe(self._on_state, names=["sample", "custom", "target", "layer", "conditions", "channel"])
         self.on_msg(self._on_message)
+        self.session.on_labels(self._show_labels)
         self._rank()
 
     def toggle(self, channel):
@@ -181,5 +186,10 @@ class ChannelSelector(Component):
                 self.ranking = rows
                 self.ranking_layer, self.total = layer, result.total
                 self.has_references = self._references(layer)
+                self.labels = self.session.channel_labels(layer)
 
         self.schedule("ranking", (id(self.session), "ranking", source, target, layer, frozen(others)), compute, apply)
+
+    def _show_labels(self, layer):
+        if layer == self.ranking_layer:
+            self.labels = self.session.channel_labels(layer)

@@ -19,7 +19,7 @@ import traitlets
 
 from ..engine import CRPError
 from ..engine.results import GraphEdge, GraphNode
-from ..render.images import heatmap_to_rgb, image_to_uint8
+from ..render.signals import heatmap_picture, input_picture
 from .component import STATIC, Component
 from .traits import PNG, PNGList
 
@@ -207,6 +207,9 @@ class AttributionGraphView(Component):
         Reference crops (indexed by the nodes' ``thumbnail``) and one coloured heatmap per node (A.3.1 colours).
     drill_thumbnails, drill_heatmaps : tuple[numpy.ndarray, ...]
         The same for the drill-down channels.
+    labels : dict
+        Concept labels per layer (``session.label``, Network Dissection, seed 002): ``{layer: {"concepts", "iou"}}``;
+        a node shows its channel's concept and IoU next to its reference.
     """
 
     _esm = STATIC / "graph.js"
@@ -225,6 +228,7 @@ class AttributionGraphView(Component):
     heatmaps = PNGList()
     drill_thumbnails = PNGList()
     drill_heatmaps = PNGList()
+    labels = traitlets.Dict().tag(sync=True)
 
     def __init__(self, session, state=None, **kwargs):
         super().__init__(session, state, **kwargs)
@@ -239,7 +243,12 @@ class AttributionGraphView(Component):
         self.state.observe(self._on_focus, names=["layer", "channel"])
         self.state.observe(self._on_input, names=["sample", "custom", "target"])
         self.on_msg(self._on_message)
+        self.session.on_labels(self._show_labels)
+        self._show_labels()
         self._on_focus()
+
+    def _show_labels(self, layer=None):
+        self.labels = {name: self.session.channel_labels(name) for name in self.session.labels}
 
     # ------------------------------------------------------------------------------------------------------ actions
 
@@ -419,8 +428,9 @@ class AttributionGraphView(Component):
         images, index = self._thumbnails(list(shown.nodes), pictures)
         lowest = crp.layers(x)[0].name  # its nodes cannot expand
         description = {**shown.describe(index), "target": target, "class": self._class_name(target), "lowest": lowest}
-        heatmaps = [heatmap_to_rgb(node.heatmap) for node in shown.nodes.values()] if pictures else []
-        image = image_to_uint8(self.session.display(x))
+        shown_x = self.session.display(x)  # a 1-D signal's heatmaps are drawn under it (Sec. 3.5)
+        heatmaps = [heatmap_picture(node.heatmap, shown_x) for node in shown.nodes.values()] if pictures else []
+        image = input_picture(shown_x)
         return _GraphResult(shown, description, image, images, heatmaps, done, failures)
 
     def _expand_into(self, shown, source, x, target, node, k, pictures):
@@ -480,7 +490,7 @@ class AttributionGraphView(Component):
             found = views.views(layer, channel, k=1) if views is not None and layer in views.store.layers else []
             index[layer, channel] = len(images) if found else None
             if found:
-                images.append(image_to_uint8(self.session.display(found[0].crop)))
+                images.append(input_picture(self.session.display(found[0].crop)))
         return images, index
 
     # ------------------------------------------------------------------------------------------------- drill-down
@@ -513,7 +523,8 @@ class AttributionGraphView(Component):
             for i, channel in enumerate(step.channels)
         ]  # fmt: skip
         drill = {"path": [list(p) for p in path], "layer": step.layer, "channels": channels}
-        return _DrillResult(drill, images, [heatmap_to_rgb(h) for h in step.heatmaps] if pictures else [])
+        shown_x = self.session.display(x)
+        return _DrillResult(drill, images, [heatmap_picture(h, shown_x) for h in step.heatmaps] if pictures else [])
 
     def _apply_drill(self, result):
         with self.hold_sync():

@@ -1,0 +1,276 @@
+"""Class profiles: which layers and channels each class uses, by CRP and by Integrated Gradients, and ablation.
+
+After seed 002 (Sec. IV-B, V-C, Fig. 4-6): a class x layer heatmap of the relevance each layer receives on average
+(CRP, Eq. 10 of the CRP paper, and channel Integrated Gradients, side by side), the per-channel profile of a chosen
+class and layer (bars; a click focuses the channel in the linked views), and the accuracy of every class before and
+after switching off the top or bottom 1 / 2 / 3 % of the layer's channels by that class's score. The computations
+are dataset-wide: they run on the session's worker, on ``per_class`` samples of each class.
+"""
+
+import html
+
+import bqplot
+import ipywidgets
+import numpy as np
+import torch
+
+from ..engine import CRPError
+from ..engine.profiles import ablation_table, class_profiles
+from .component import Panel
+
+__all__ = ["ClassProfilesView"]
+
+METHODS = {"crp": "CRP relevance", "ig": "Integrated Gradients"}
+FRACTIONS = (0.01, 0.02, 0.03)
+
+
+def conv_layers(crp):
+    """The model's convolutional layers (the profiled ones), in the order of ``crp.layer_names``."""
+    modules = dict(crp.model.named_modules())
+    kinds = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+    found = [name for name in crp.layer_names if isinstance(modules[name], kinds)]
+    return found or list(crp.layer_names)
+
+
+def _fill(heatmap, rows, columns, color):
+    """Set a GridHeatMap's labels and values together (bqplot validates each against the others)."""
+    with heatmap.hold_sync(), heatmap.hold_trait_notifications():
+        heatmap.color = color
+        heatmap.row = rows
+        heatmap.column = columns
+
+
+class ClassProfilesView(Panel):
+    """Class x layer relevance (CRP and IG), a class's channel profile, and class-wise ablation (seed 002).
+
+    Parameters
+    ----------
+    session : Session or torch.nn.Module
+        The shared backend; needs a labelled dataset.
+    state : ExplorerState, optional
+        The shared state: a click on a channel bar sets ``state.layer`` and ``state.channel``.
+    per_class : int
+        Samples per class for profiles and ablation.
+    steps : int
+        Riemann steps of Integrated Gradients.
+    layers : Sequence[str], optional
+        Profiled layers (default: every convolution).
+    **kwargs
+        Passed to :class:`Panel`.
+
+    Attributes
+    ----------
+    profiles : dict[str, Profiles]
+        The computed profiles by method (``"crp"``, ``"ig"``).
+    ablation : list[Ablation] or None
+        The ablation shown: top then bottom, 1 / 2 / 3 %.
+    heatmaps : dict[str, bqplot.GridHeatMap]
+        The class x layer maps by method (each row divided by its maximum).
+    bars : bqplot.Bars
+        The chosen class's channel profile on the chosen layer (CRP and IG, mean signed score).
+    table : ipywidgets.HTML
+        The ablation table.
+    """
+
+    def __init__(self, session, state=None, *, per_class=20, steps=16, layers=None, **kwargs):
+        super().__init__(session, state, **kwargs)
+        crp = self.session.crp
+        self.layers = list(layers) if layers is not None else conv_layers(crp)
+        self.profiles, self.ablation = {}, None
+        self.per_class = ipywidgets.BoundedIntText(int(per_class), min=1, max=100000, description="per class",
+                                                   layout=ipywidgets.Layout(width="170px"))  # fmt: skip
+        self.steps = ipywidgets.BoundedIntText(int(steps), min=1, max=1024, description="IG steps",
+                                               layout=ipywidgets.Layout(width="170px"))  # fmt: skip
+        self.compute = ipywidgets.Button(description="compute profiles", button_style="primary", icon="bar-chart")
+        self.compute.add_class("crpw-profiles-compute")
+        self.cls = ipywidgets.Dropdown(options=[], description="class", layout=ipywidgets.Layout(width="230px"))
+        self.layer = ipywidgets.Dropdown(options=self.layers, description="layer",
+                                         layout=ipywidgets.Layout(width="260px"))  # fmt: skip
+        if self.state.layer in self.layers:
+            self.layer.value = self.state.layer
+        self.method = ipywidgets.ToggleButtons(options=[(label, m) for m, label in METHODS.items()],
+                                               description="ablate by")  # fmt: skip
+        self.ablate = ipywidgets.Button(description="ablate", icon="scissors")
+        self.ablate.add_class("crpw-profiles-ablate")
+        self.summary = ipywidgets.HTML("Compute the class profiles (CRP and Integrated Gradients, seed 002 Fig. 4).")
+        self.table = ipywidgets.HTML("")
+        self.table.add_class("crpw-profiles-table")
+        self.heatmaps, figures = {}, []
+        for method, label in METHODS.items():
+            figure, self.heatmaps[method] = self._heatmap(label)
+            figures.append(figure)
+        self._bars_figure()
+        self.add_class("crpw-profiles")
+        self.set_body(
+            ipywidgets.HBox([self.per_class, self.steps, self.compute], layout=ipywidgets.Layout(flex_flow="row wrap")),
+            self.summary,
+            ipywidgets.HBox(figures, layout=ipywidgets.Layout(flex_flow="row wrap")),
+            ipywidgets.HBox([self.cls, self.layer], layout=ipywidgets.Layout(flex_flow="row wrap")),
+            self.figure,
+            ipywidgets.HBox([self.method, self.ablate], layout=ipywidgets.Layout(flex_flow="row wrap")),
+            self.table,
+        )
+        self.compute.on_click(lambda _: self.compute_profiles())
+        self.ablate.on_click(lambda _: self.compute_ablation())
+        self.cls.observe(lambda _: self._show_channels(), names=["value"])
+        self.layer.observe(lambda _: self._show_channels(), names=["value"])
+        self.bars.observe(self._on_bar, names=["selected"])
+
+    # ------------------------------------------------------------------------------------------------- figures
+
+    def _heatmap(self, label):
+        rows, columns = bqplot.OrdinalScale(), bqplot.OrdinalScale()
+        colours = bqplot.ColorScale(scheme="Reds", min=0.0, max=1.0)
+        heatmap = bqplot.GridHeatMap(
+            color=np.zeros((2, len(self.layers))), scales={"row": rows, "column": columns, "color": colours},
+            tooltip=bqplot.Tooltip(fields=["row", "column", "color"], formats=["", "", ".2f"]),
+        )  # fmt: skip
+        names = self._initial_rows()
+        _fill(heatmap, names, list(self.layers), np.zeros((len(names), len(self.layers))))
+        figure = bqplot.Figure(
+            marks=[heatmap],
+            axes=[bqplot.Axis(scale=columns, tick_rotate=-20), bqplot.Axis(scale=rows, side="left"),
+                  bqplot.ColorAxis(scale=colours, label="share of the strongest layer", num_ticks=3)],
+            title=label,
+            fig_margin={"top": 40, "bottom": 70, "left": 120, "right": 20},
+            layout=ipywidgets.Layout(width="420px", height="380px"),
+        )  # fmt: skip
+        figure.add_class(f"crpw-profiles-heatmap-{'crp' if label.startswith('CRP') else 'ig'}")
+        return figure, heatmap
+
+    def _bars_figure(self):
+        x, y = bqplot.LinearScale(), bqplot.LinearScale()
+        self._bar_scales = x, y
+        self.bars = bqplot.Bars(
+            x=[], y=[], scales={"x": x, "y": y}, type="grouped", colors=["#c62828", "#1565c0"],
+            labels=list(METHODS.values()), display_legend=True, interactions={"click": "select"},
+            selected_style={"stroke": "black", "stroke-width": 2},
+            tooltip=bqplot.Tooltip(fields=["x", "y"], labels=["channel", "mean score"], formats=["", ".3g"]),
+        )  # fmt: skip
+        self.figure = bqplot.Figure(
+            marks=[self.bars],
+            axes=[bqplot.Axis(scale=x, label="channel", tick_format="d"),
+                  bqplot.Axis(scale=y, side="left", label="mean score (signed)")],
+            title="channel profile", legend_location="top-right",
+            fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 20},
+            layout=ipywidgets.Layout(width="860px", height="280px"),
+        )  # fmt: skip
+        self.figure.add_class("crpw-profiles-bars")
+
+    # ------------------------------------------------------------------------------------------------- compute
+
+    def compute_profiles(self):
+        """Compute the CRP profiles, then the Integrated Gradients ones, on the worker (CRP shows first)."""
+        session, layers = self.session, list(self.layers)
+        per_class, steps = int(self.per_class.value), int(self.steps.value)
+        if session.dataset is None:
+            self.settle("crp", CRPError("class profiles need a labelled dataset; this session has none"))
+            return
+        for method in METHODS:
+
+            def compute(method=method):
+                return class_profiles(session.crp, session.dataset, layers, method, per_class, steps=steps)
+
+            key = (id(session), "profiles", method, per_class, steps if method == "ig" else None, tuple(layers))
+            self.schedule(method, key, compute, self._apply_profiles)
+
+    def compute_ablation(self):
+        """Ablate the top / bottom 1, 2, 3 % of the chosen layer's channels by the chosen class's score."""
+        method, cls, layer = self.method.value, self.cls.value, self.layer.value
+        profiles = self.profiles.get(method)
+        if profiles is None or cls is None:
+            self.settle("ablation", CRPError(f"compute the {METHODS[method]} profiles first"))
+            return
+        session, per_class = self.session, int(self.per_class.value)
+        scores = profiles.scores(cls, layer)
+
+        def compute():
+            return ablation_table(session.crp, session.dataset, layer, scores, FRACTIONS, ("top", "bottom"),
+                                  per_class=per_class)  # fmt: skip
+
+        key = (id(session), "ablation", method, cls, layer, per_class, profiles.samples[cls][0], len(profiles.layers))
+        self.schedule("ablation", key, compute, lambda table: self._apply_ablation(table, method, cls, layer))
+
+    # ---------------------------------------------------------------------------------------------------- show
+
+    def _initial_rows(self):
+        """Row labels before profiles exist: the class names (two rows at least, bqplot squeezes one)."""
+        try:
+            names = list(self.session.classes)
+        except Exception:  # no input to count the outputs with
+            names = []
+        return names if len(names) > 1 else ["", " "]
+
+    def _names(self, classes):
+        names = self.session.classes
+        return [names[c] if c < len(names) else str(c) for c in classes]
+
+    def _apply_profiles(self, profiles):
+        self.profiles[profiles.method] = profiles
+        values = profiles.layer.numpy()
+        peak = np.maximum(values.max(axis=1, keepdims=True), 1e-30)
+        _fill(self.heatmaps[profiles.method], self._names(profiles.classes), list(profiles.layers), values / peak)
+        if not self.cls.options:
+            options = list(zip(self._names(profiles.classes), profiles.classes))
+            self.cls.options = options
+            target = self.state.target
+            self.cls.value = target if target in profiles.classes else profiles.classes[0]
+        counts = {len(v) for v in profiles.samples.values()}
+        self.summary.value = (
+            f"Profiles over {min(counts)}-{max(counts)} samples per class: "
+            + ", ".join(METHODS[m] for m in self.profiles)
+            + ". Heatmap rows: each layer's summed |channel score| (seed 002 Eq. 3, Fig. 4), divided by the class's "
+            "strongest layer. Click a bar to focus its channel."
+        )
+        self._show_channels()
+
+    def _show_channels(self):
+        cls, layer = self.cls.value, self.layer.value
+        shown = [m for m in METHODS if m in self.profiles and layer in self.profiles[m].layers]
+        if cls is None or not shown:
+            return
+        series = [self.profiles[m].scores(cls, layer, signed=True).numpy() for m in METHODS if m in shown]
+        channels = len(series[0])
+        values = np.stack(series)
+        low, high = float(min(values.min(), 0.0)), float(max(values.max(), 0.0))
+        _, scale = self._bar_scales
+        scale.min, scale.max = low - 0.05 * (high - low), high + 0.05 * (high - low) + 1e-12
+        horizontal, _ = self._bar_scales
+        horizontal.min, horizontal.max = -0.5, channels - 0.5
+        with self.bars.hold_sync():
+            self.bars.selected = None
+            self.bars.x = np.arange(channels)
+            self.bars.y = values
+            self.bars.colors = ["#c62828", "#1565c0"][: len(series)] if len(shown) == 2 else (
+                ["#c62828"] if shown == ["crp"] else ["#1565c0"])  # fmt: skip
+            self.bars.labels = [METHODS[m] for m in shown]
+        self.figure.title = f"channel profile: class {self._names([cls])[0]}, layer {layer}"
+
+    def _on_bar(self, change):
+        selected = change["new"]
+        if selected is None or not len(selected):
+            return
+        with self.state.hold_trait_notifications():
+            self.state.layer = self.layer.value
+            self.state.channel = int(selected[-1])
+
+    def _apply_ablation(self, table, method, cls, layer):
+        self.ablation = table
+        before = table[0].before.numpy()
+        names = self._names(table[0].classes)
+        head = "".join(f"<th>{w} {f:.0%}<br><small>{len(r.channels[layer])} ch</small></th>"
+                       for w, f, r in ((r.which, r.fraction, r) for r in table))  # fmt: skip
+        rows = []
+        for i, name in enumerate(names):
+            style = " style='font-weight:600'" if table[0].classes[i] == cls else ""
+            cells = "".join(
+                f"<td style='color:{'#c62828' if r.after[i] < before[i] - 1e-9 else 'inherit'}'>{r.after[i]:.0%}</td>"
+                for r in table
+            )
+            rows.append(f"<tr{style}><td>{html.escape(name)}</td><td>{before[i]:.0%}</td>{cells}</tr>")
+        self.table.value = (
+            f"<div>Accuracy per class before and after switching off channels of <b>{html.escape(layer)}</b> "
+            f"ranked by |{METHODS[method]}| for class <b>{html.escape(self._names([cls])[0])}</b> "
+            "(seed 002 Sec. V-C).</div>"
+            f"<table class='crpw-profiles-ablation'><tr><th>class</th><th>before</th>{head}</tr>{''.join(rows)}</table>"
+        )
