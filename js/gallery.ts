@@ -7,6 +7,7 @@
  */
 import type { AnyModel, RenderProps } from "@anywidget/types";
 import { isEmpty, pngUrl } from "./lib/codecs";
+import { encodeReference, REFERENCE_TYPE } from "./lib/concept-basket";
 import { boundCheckbox, boundNumber, boundRadios, boundSelect, formatValue } from "./lib/gallery-atlas-controls";
 import { coalesced } from "./lib/views-dom";
 import { type Shell, element, mountShell } from "./lib/shell";
@@ -55,6 +56,7 @@ interface GalleryModel {
   images: DataView[];
   store_info: StoreInfo;
   message: string;
+  concept: { concept?: string | null; iou?: number };
 }
 
 type Model = AnyModel<GalleryModel>;
@@ -174,8 +176,20 @@ function tabKeys(list: HTMLElement): void {
   });
 }
 
-function tileFigure(tile: Tile, url: string): HTMLElement {
+/** A reference tile: draggable onto the concept basket (js/concepts.ts), with a "+" button doing the same. */
+function tileFigure(tile: Tile, url: string, model: Model): HTMLElement {
   const figure = element("figure", "crpw-gallery-tile");
+  figure.draggable = true;
+  figure.addEventListener("dragstart", (event) => {
+    event.dataTransfer?.setData(REFERENCE_TYPE, encodeReference(tile));
+    if (event.dataTransfer) event.dataTransfer.effectAllowed = "copy";
+  });
+  const add = element("button", "crpw-gallery-basket", "+");
+  add.type = "button";
+  add.title = `add ${tile.dataset} #${tile.index} to the concept basket`;
+  add.setAttribute("aria-label", add.title);
+  add.addEventListener("click", () => model.send({ type: "basket", dataset: tile.dataset, index: tile.index }));
+  figure.append(add);
   const image = element("img", "crpw-gallery-image");
   image.src = url;
   image.alt = `${tile.dataset} sample ${tile.index}`;
@@ -209,7 +223,7 @@ class Rows {
           if (isEmpty(view)) continue;
           const url = pngUrl(view);
           this.urls.push(url);
-          grid.append(tileFigure(tile, url));
+          grid.append(tileFigure(tile, url, model));
         }
         section.append(element("h4", "crpw-gallery-title", group.title), grid);
         return section;
@@ -238,7 +252,21 @@ function render({ model, el }: RenderProps<GalleryModel>): () => void {
   tabs.setAttribute("aria-label", "Classes");
   tabKeys(tabs);
   const rows = new Rows();
-  shell.body.append(controls(shell, model), progress, message, tabs, rows.root);
+  // The channel's concept label from Network Dissection (seed 002), above its references.
+  const concept = element("div", "crpw-gallery-concept");
+  shell.listen(
+    ["concept"],
+    () => {
+      const label = model.get("concept");
+      concept.hidden = label.iou === undefined;
+      concept.textContent =
+        label.iou === undefined
+          ? ""
+          : `Concept (Network Dissection): ${label.concept ?? "none"}, IoU ${label.iou.toFixed(3)}`;
+    },
+    true,
+  );
+  shell.body.append(controls(shell, model), concept, progress, message, tabs, rows.root);
   shell.listen(["store_info"], () => (progress.textContent = progressText(model.get("store_info"))), true);
   shell.listen(["message"], () => (message.textContent = model.get("message")), true);
   shell.listen(["class_tabs", "cls", "mode", "compare"], () => renderTabs(tabs, model), true);

@@ -14,6 +14,7 @@ import traitlets
 
 from ..engine import CRPError
 from ..render.images import heatmap_to_rgb
+from ..render.signals import signal_reference_picture
 from .component import STATIC, Component
 from .traits import PNGList
 
@@ -76,6 +77,9 @@ class ReferenceGallery(Component):
         empty without a store.
     message : str
         A note shown instead of tiles (no store yet, no channel chosen).
+    concept : dict
+        The channel's concept label (``session.label``, Network Dissection, seed 002): ``{"concept", "iou"}``, or
+        empty when its layer has no labels.
     """
 
     _esm = STATIC / "gallery.js"
@@ -95,6 +99,7 @@ class ReferenceGallery(Component):
     images = PNGList()
     store_info = traitlets.Dict().tag(sync=True)
     message = traitlets.Unicode("").tag(sync=True)
+    concept = traitlets.Dict().tag(sync=True)
 
     def __init__(self, session, state=None, *, layer=None, channel=None, poll_interval=2.0, **kwargs):
         super().__init__(session, state, **kwargs)
@@ -108,7 +113,25 @@ class ReferenceGallery(Component):
         self._links = [traitlets.link((self.state, name), (self, name)) for name in ("layer", "channel")]
         self.observe(self._changed, names=["layer", "channel", "mode", "compare", "maximization", "k", "view",
                                            "init", "cls"])  # fmt: skip
+        self.on_msg(self._on_message)
+        self.session.on_labels(lambda layer: self._show_concept())
         self.show()
+
+    def _show_concept(self):
+        """The dissection label of the channel in focus, next to its references."""
+        labels = self.session.labels.get(self.layer)
+        if labels is None or self.channel is None or not 0 <= self.channel < len(labels.thresholds):
+            self.concept = {}
+            return
+        concept, iou = labels.label(self.channel)
+        self.concept = {"concept": concept, "iou": iou}
+
+    def _on_message(self, _, content, buffers):
+        """A tile's "add to concept basket" (or a keyboard action on it) adds its sample to ``state.basket``."""
+        if content.get("type") == "basket":
+            entry = {"dataset": str(content["dataset"]), "index": int(content["index"])}
+            if entry not in self.state.basket:
+                self.state.basket = [*self.state.basket, entry]
 
     def attach_store(self, store):
         """Use a reference store (a :class:`Store` or its path) and show its references.
@@ -125,6 +148,7 @@ class ReferenceGallery(Component):
 
     def show(self):
         """Show the references for the current state and options (the gallery calls this on every change)."""
+        self._show_concept()
         store = self.session.store
         if store is None:
             self._clear(NO_STORE)
@@ -206,6 +230,8 @@ class ReferenceGallery(Component):
         return None if cls is None else class_name(self.session, cls)
 
     def _picture(self, reference, view):
+        if reference.sample.ndim == 2:  # a 1-D signal [C, L]: line plots (Sec. 3.5)
+            return signal_reference_picture(self.session.display, reference, view)
         if view == "heatmap":
             return heatmap_to_rgb(reference.crop_heatmap)
         picture = {"sample": reference.sample, "crop": reference.crop, "masked": reference.masked}[view]

@@ -39,6 +39,9 @@ class ExplorerState(traitlets.HasTraits):
         A boolean input region ``[H, W]`` (drawn on the concept atlas, Eq. 11-12).
     localization : bool
         Class-free concept localisation: heatmaps start from the channels' activations (Sec. 2.3.5).
+    basket : list[dict]
+        The examples of a user-defined concept (seed 004): ``{"dataset": name, "index": int}`` references into the
+        session's datasets, filled from the gallery or the concepts view.
     """
 
     sample = traitlets.Int(0)
@@ -49,6 +52,7 @@ class ExplorerState(traitlets.HasTraits):
     channel = traitlets.Int(None, allow_none=True)
     region = traitlets.Any(None, allow_none=True)
     localization = traitlets.Bool(False)
+    basket = traitlets.List()
 
     def select(self, layer, channels):
         """Set the selected channels of ``layer`` (an empty list removes the layer's condition)."""
@@ -102,6 +106,8 @@ class Session:
         self._classes = list(classes) if classes is not None else getattr(dataset, "classes", None)
         self.store = None
         self.views = None
+        self.labels = {}  # concept labels per layer (Network Dissection, seed 002): see label()
+        self._label_listeners = []
         self._store_lock = threading.Lock()
         self._store_read = 0.0
         if store is not None:
@@ -129,6 +135,31 @@ class Session:
                     store.refresh()
                     self._store_read = time.monotonic()
         return store
+
+    def label(self, layer, labels):
+        """Show concept labels of ``layer``'s channels (:func:`crp_widgets.engine.dissection.dissect`) in the views.
+
+        The channel selector, the gallery and the graph show each channel's best concept and its IoU next to the
+        channel; ``labels=None`` removes them.
+        """
+        self.crp._layer(layer)
+        if labels is None:
+            self.labels.pop(layer, None)
+        else:
+            if getattr(labels, "layer", layer) != layer:
+                raise CRPError(f"these labels belong to layer {labels.layer!r}, not {layer!r}")
+            self.labels[layer] = labels
+        for listener in list(self._label_listeners):
+            listener(layer)
+
+    def on_labels(self, callback):
+        """Call ``callback(layer)`` whenever the labels of a layer change (views use this to redraw)."""
+        self._label_listeners.append(callback)
+
+    def channel_labels(self, layer):
+        """The labels of ``layer`` for the front end: ``{"layer", "concepts", "iou"}``, or ``{}`` without any."""
+        labels = self.labels.get(layer)
+        return labels.describe() if labels is not None else {}
 
     @property
     def classes(self):
