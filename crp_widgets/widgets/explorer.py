@@ -10,6 +10,7 @@ from .channels import ChannelSelector, default_layer
 from .heatmaps import ConditionalHeatmaps
 from .sample import SampleView
 from .session import ExplorerState, Session
+from .signal import SignalView, is_signal_session, use_signal_display
 
 # The explorer's tabs: (title, attribute, "module:Class" in crp_widgets.widgets, priority). Each class is a
 # Component taking (session, state); a hidden tab computes when shown; lower priorities compute first.
@@ -17,7 +18,18 @@ TABS = (
     ("References", "gallery", "gallery:ReferenceGallery", 1),
     ("Concept atlas", "atlas", "atlas:ConceptAtlas", 2),
     ("Attribution graph", "graph", "graph:AttributionGraphView", 2),
+    ("What-if", "whatif", "whatif:WhatIfView", 2),
+    ("Decision", "decision", "flipping:DecisionView", 2),
+    ("Other classes", "inverse", "inverse:InverseSearchView", 2),
+    ("Similar concepts", "similarity", "similarity:ConceptSimilarityView", 2),
+    ("My concepts", "concepts", "concepts:UserConceptView", 3),
+    ("Global importance", "occluder", "occluder:GlobalImportanceView", 3),
+    ("Class profiles", "profiles", "profiles:ClassProfilesView", 3),
 )
+
+
+# Tabs that explain images only (superpixels, 2-D concept maps); a 1-D explorer ([C, L]) leaves them out (Sec. 3.5).
+IMAGE_ONLY = ("atlas", "concepts")
 
 
 def _component(path):
@@ -31,7 +43,9 @@ class Explorer(ipywidgets.VBox):
     Every part is also its own widget (``explorer.sample``, ``.channels``, ``.heatmaps``, ``.gallery``, ``.atlas``,
     ``.graph``); they share one :class:`Session` and one :class:`ExplorerState`, so changing the sample, class,
     layer, channel or region anywhere updates every view that depends on it, and ``explorer.state`` scripts it
-    from Python. Views on hidden tabs compute when shown; heatmaps and rankings go before graphs.
+    from Python. For 1-D inputs ``[C, L]``, ``.heatmaps`` is a :class:`SignalView` (line plots, a region dragged on
+    the time axis) and there is no atlas (Sec. 3.5). Views on hidden tabs compute when shown; heatmaps and
+    rankings go before graphs.
 
     Parameters
     ----------
@@ -60,17 +74,23 @@ class Explorer(ipywidgets.VBox):
             except CRPError as error:
                 store_error = error
         self.session, self.state = session, state
+        signal = is_signal_session(session)  # 1-D inputs: line plots and a time region instead of images (Sec. 3.5)
+        if signal:
+            use_signal_display(session)
+        self._tabs = tuple(tab for tab in TABS if not (signal and tab[1] in IMAGE_ONLY))
         self.sample = SampleView(session, state)
         self.channels = ChannelSelector(session, state)
-        self.heatmaps = ConditionalHeatmaps(session, state)
-        for _, name, path, priority in TABS:
+        self.heatmaps = SignalView(session, state) if signal else ConditionalHeatmaps(session, state)
+        for name in IMAGE_ONLY if signal else ():
+            setattr(self, name, None)
+        for _, name, path, priority in self._tabs:
             view = _component(path)(session, state)
             view.priority, view.active = priority, False
             setattr(self, name, view)
         if store_error is not None:
             self.gallery.settle("store", store_error)
-        self.tabs = ipywidgets.Tab(children=[getattr(self, name) for _, name, _, _ in TABS])
-        self.tabs.titles = tuple(title for title, *_ in TABS)
+        self.tabs = ipywidgets.Tab(children=[getattr(self, name) for _, name, _, _ in self._tabs])
+        self.tabs.titles = tuple(title for title, *_ in self._tabs)
         self.tabs.observe(self._show_tab, names=["selected_index"])
         self._show_tab({"new": self.tabs.selected_index or 0})
         self.channels.observe(self._focus_top_channel, names=["ranking", "ranking_layer"])
@@ -81,7 +101,7 @@ class Explorer(ipywidgets.VBox):
         super().__init__([top, self.tabs])
 
     def _show_tab(self, change):
-        for index, (_, name, _, _) in enumerate(TABS):
+        for index, (_, name, _, _) in enumerate(self._tabs):
             getattr(self, name).active = index == change["new"]
 
     def _focus_top_channel(self, change=None):
