@@ -36,8 +36,7 @@ TILE = 56
 
 
 def tile(image, size=TILE):
-    """An RGB image (``[3, H, W]`` float or ``[H, W, 3]`` uint8) or a signal ``[C, L]`` (a line plot) resized to
-    ``size`` x ``size`` uint8 pixels."""
+    """An image (``[3, H, W]`` float, ``[H, W, 3]`` uint8) or a signal ``[C, L]`` as ``size`` x ``size`` pixels."""
     pixels = input_picture(image)
     return np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.NEAREST))
 
