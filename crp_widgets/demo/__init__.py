@@ -35,6 +35,7 @@ __all__ = [
     "DemoDataset",
     "DemoNet",
     "SignalDemo",
+    "World",
     "load",
     "load_model",
     "load_signals",
@@ -44,21 +45,21 @@ WEIGHTS = Path(__file__).parent / "weights" / "demo_cnn.safetensors"
 
 
 @dataclass
-class Demo:
-    """The demo world, ready to explore.
+class World:
+    """A demo world, ready to explore: a trained model, a dataset with concept masks, and the training metadata.
 
     Attributes
     ----------
-    model : DemoNet
+    model : torch.nn.Module
         Trained model with the shipped weights, in eval mode.
-    dataset : DemoDataset
-        The explore split (held out from training).
+    dataset : torch.utils.data.Dataset
+        The explore split (held out from training), with ``classes``, ``concepts`` and ``masks(i)``.
     metadata : dict
-        Training metadata shipped with the weights (held-out accuracy, shortcut effect, ...).
+        Training metadata shipped with the weights (held-out accuracy, ...).
     """
 
-    model: DemoNet = field(repr=False)
-    dataset: DemoDataset
+    model: torch.nn.Module = field(repr=False)
+    dataset: object
     metadata: dict = field(repr=False)
 
     @property
@@ -71,14 +72,19 @@ class Demo:
         """Names of the planted concepts."""
         return self.dataset.concepts
 
+    def masks(self, index: int) -> dict[str, np.ndarray]:
+        """Concept masks of sample ``index``: {concept: bool mask} for each concept present."""
+        return self.dataset.masks(index)
+
+
+@dataclass
+class Demo(World):
+    """The 2-D demo world: scenes with planted concepts and a planted shortcut, and `DemoNet` (see :class:`World`)."""
+
     @property
     def shortcut_class(self) -> str:
         """Name of the class the model recognises by its watermark."""
         return self.dataset.shortcut_class
-
-    def masks(self, index: int) -> dict[str, np.ndarray]:
-        """Concept masks of scene ``index``: {concept: bool [H, W]} for each concept present."""
-        return self.dataset.masks(index)
 
     def sample(self, index: int, watermark: bool | None = None) -> tuple[torch.Tensor, int]:
         """Scene ``index`` as ``(image [3, H, W], label)``, the watermark forced on (True) or off (False) if given."""
@@ -117,36 +123,8 @@ SIGNAL_WEIGHTS = Path(__file__).parent / "weights" / "signal_cnn.safetensors"
 
 
 @dataclass
-class SignalDemo:
-    """The 1-D demo world (CRP paper Sec. 3.5), ready to explore: signals with planted patterns and a 1-D CNN.
-
-    Attributes
-    ----------
-    model : SignalNet
-        Trained model with the shipped weights, in eval mode.
-    dataset : SignalDataset
-        The explore split (held out from training).
-    metadata : dict
-        Training metadata shipped with the weights (held-out accuracy, ...).
-    """
-
-    model: torch.nn.Module = field(repr=False)
-    dataset: object
-    metadata: dict = field(repr=False)
-
-    @property
-    def classes(self) -> list[str]:
-        """Class names (pairs of patterns), indexed by label."""
-        return self.dataset.classes
-
-    @property
-    def concepts(self) -> list[str]:
-        """Names of the planted patterns."""
-        return self.dataset.concepts
-
-    def masks(self, index: int) -> dict[str, np.ndarray]:
-        """Pattern masks of signal ``index``: {pattern: bool [L]} for each pattern present."""
-        return self.dataset.masks(index)
+class SignalDemo(World):
+    """The 1-D demo world (CRP paper Sec. 3.5): signals with planted patterns (masks ``bool [L]``) and `SignalNet`."""
 
 
 def load_signals(length: int = 600, seed: int = 1) -> SignalDemo:

@@ -102,15 +102,16 @@ def train(
     batch_size: int = 128,
     lr: float = 3e-3,
     seed: int = 0,
+    prepare=to_float,
 ) -> None:
-    """Train ``model`` in place with AdamW and a one-cycle schedule on uint8 images, deterministically.
+    """Train ``model`` in place with AdamW and a one-cycle schedule, deterministically.
 
     Parameters
     ----------
     model : torch.nn.Module
         Model to train.
     images : torch.Tensor
-        uint8 [N, 3, H, W].
+        Inputs [N, ...]: uint8 images [N, 3, H, W] by default, or anything ``prepare`` turns into a batch.
     labels : torch.Tensor
         int64 [N].
     epochs : int
@@ -121,6 +122,8 @@ def train(
         Peak learning rate.
     seed : int
         Seed of the shuffling.
+    prepare : callable
+        Maps a minibatch of ``images`` to the model's input (default: uint8 -> float in [0, 1]).
     """
     generator = torch.Generator().manual_seed(seed)
     steps = epochs * (len(images) // batch_size)
@@ -132,7 +135,7 @@ def train(
         total = 0.0
         for step in range(len(images) // batch_size):
             batch = order[step * batch_size : (step + 1) * batch_size]
-            loss = nn.functional.cross_entropy(model(to_float(images[batch])), labels[batch])
+            loss = nn.functional.cross_entropy(model(prepare(images[batch])), labels[batch])
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -187,11 +190,16 @@ def main(argv: list[str] | None = None) -> dict:
         "generation_s": round(generation_s, 1),
         "training_s": round(training_s, 1),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(args.out / WEIGHTS.name), metadata={"world_version": world.VERSION})
-    (args.out / METADATA.name).write_text(json.dumps(metadata, indent=2) + "\n")
+    save_weights(model, metadata, args.out / WEIGHTS.name, args.out / METADATA.name, world.VERSION)
     return metadata
+
+
+def save_weights(model: nn.Module, metadata: dict, weights: Path, metadata_path: Path, version: str) -> None:
+    """Write ``model``'s weights as safetensors (tagged with the world ``version``) and ``metadata`` as JSON."""
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(weights), metadata={"world_version": version})
+    metadata_path.write_text(json.dumps(metadata, indent=2) + "\n")
 
 
 if __name__ == "__main__":

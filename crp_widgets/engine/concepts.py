@@ -23,7 +23,7 @@ import torch
 from torch.nn import functional
 
 from .errors import CRPError
-from .forward import model_lock, preserved
+from .forward import canonized
 from .inspection import channel_axis, validate_input
 
 __all__ = [
@@ -377,13 +377,9 @@ def _gradients(crp, batch, layer, target):
         found["activation"] = leaf
         return leaf.clone()  # in-place layers above (ReLU(inplace=True)) must not modify the leaf
 
-    with crp._lock, model_lock(crp.model), preserved(crp.model):
-        canonizers = []
-        handle = None
+    with crp._lock, canonized(crp.model, crp.composite):
+        handle = module.register_forward_hook(hook)
         try:
-            for canonizer in getattr(crp.composite, "canonizers", []) or []:
-                canonizers += canonizer.apply(crp.model)
-            handle = module.register_forward_hook(hook)
             with torch.enable_grad():
                 output = crp.model(batch)
                 if output.ndim != 2:
@@ -394,10 +390,7 @@ def _gradients(crp, batch, layer, target):
                 logits = output.gather(1, target.to(output.device)[:, None]).sum()
                 (gradient,) = torch.autograd.grad(logits, found["activation"])
         finally:
-            if handle is not None:
-                handle.remove()
-            for canonizer in reversed(canonizers):
-                canonizer.remove()
+            handle.remove()
     activation, spatial = _positions(found["activation"].detach(), axis)
     gradient, _ = _positions(gradient, axis)
     return activation, gradient, spatial, output.detach()

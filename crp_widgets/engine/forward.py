@@ -40,6 +40,23 @@ def preserved(model):
             module.training = training
 
 
+@contextlib.contextmanager
+def canonized(model, composite):
+    """``model`` under its lock, in eval mode, with ``composite``'s canonizers applied; left as found afterwards.
+
+    Activations and relevances are those of the canonized model (A.3): every pass that reads a layer goes here.
+    """
+    with model_lock(model), preserved(model):
+        canonizers = []
+        try:
+            for canonizer in getattr(composite, "canonizers", []) or []:
+                canonizers += canonizer.apply(model)
+            yield model
+        finally:
+            for canonizer in reversed(canonizers):
+                canonizer.remove()
+
+
 class ForwardPass:
     """The graph of one forward pass, with a rule on every module and a tap on every tapped layer.
 
@@ -201,11 +218,8 @@ def record_forward(model, input, composite, tap_names):
     checker = FunctionalAudit() if known is None else None
     copy = known is not False  # until the audit says the forward code works in place nowhere, copy layer outputs
     handles = []
-    with model_lock(model), preserved(model):
-        canonizers = []
+    with canonized(model, composite):
         try:
-            for canonizer in getattr(composite, "canonizers", []) or []:
-                canonizers += canonizer.apply(model)
             plan = rule_plan(model, composite)
             hooked = dict.fromkeys(plan)
             hooked.update({modules[name]: name for name in taps})
@@ -222,8 +236,6 @@ def record_forward(model, input, composite, tap_names):
         finally:
             for handle in handles:
                 handle.remove()
-            for canonizer in reversed(canonizers):
-                canonizer.remove()
     if checker is not None:
         try:
             _AUDITS[model][composite] = checker.verdict()

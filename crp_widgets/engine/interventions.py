@@ -16,7 +16,7 @@ import hashlib
 import torch
 
 from .errors import CRPError
-from .forward import model_lock, preserved
+from .forward import canonized, model_lock
 from .inspection import channel_axis, resolve_layer
 
 
@@ -262,18 +262,12 @@ def evaluate(model, composite, x, edits=None, record=()):
 
         return hook
 
-    with model_lock(model), preserved(model), torch.no_grad():
-        canonizers = []
+    with canonized(model, composite), torch.no_grad(), edited(model, edits):
         try:
-            for canonizer in getattr(composite, "canonizers", []) or []:
-                canonizers += canonizer.apply(model)
-            with edited(model, edits):
-                for name in record:
-                    handles.append(modules[name].register_forward_hook(recorder(name)))
-                output = model(x)
+            for name in record:
+                handles.append(modules[name].register_forward_hook(recorder(name)))
+            output = model(x)
         finally:
             for handle in handles:
                 handle.remove()
-            for canonizer in reversed(canonizers):
-                canonizer.remove()
     return output, found

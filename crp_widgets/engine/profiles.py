@@ -16,7 +16,7 @@ import dataclasses
 import torch
 
 from .errors import CRPError
-from .forward import model_lock, preserved
+from .forward import canonized
 from .inspection import channel_axis
 from .interventions import Scale
 
@@ -105,37 +105,30 @@ def channel_integrated_gradients(crp, x, layer, target, steps=16, max_batch=256)
     alphas = (torch.arange(steps, dtype=torch.float32) + 0.5) / steps
     chunk = max(1, max_batch // batch)
     total, activation = None, None
-    with model_lock(model), preserved(model):
-        canonizers = []
-        try:
-            for canonizer in getattr(crp.composite, "canonizers", []) or []:
-                canonizers += canonizer.apply(model)
-            for start in range(0, steps, chunk):
-                factors = alphas[start : start + chunk].repeat_interleave(batch).to(x.device)
-                captured = {}
+    with canonized(model, crp.composite):
+        for start in range(0, steps, chunk):
+            factors = alphas[start : start + chunk].repeat_interleave(batch).to(x.device)
+            captured = {}
 
-                def hook(module, args, output, factors=factors, captured=captured):
-                    base = output.detach()
-                    scale = factors.to(base.dtype).reshape(-1, *[1] * (base.ndim - 1))
-                    captured["path"] = (base * scale).requires_grad_()
-                    captured["activation"] = base[:batch]
-                    return captured["path"].clone()
+            def hook(module, args, output, factors=factors, captured=captured):
+                base = output.detach()
+                scale = factors.to(base.dtype).reshape(-1, *[1] * (base.ndim - 1))
+                captured["path"] = (base * scale).requires_grad_()
+                captured["activation"] = base[:batch]
+                return captured["path"].clone()
 
-                handle = module.register_forward_hook(hook)
-                try:
-                    with torch.enable_grad():
-                        output = model(x.repeat(len(factors) // batch, *[1] * (x.ndim - 1)))
-                        rows = torch.arange(output.shape[0], device=output.device)
-                        logit = output[rows, targets.repeat(len(factors) // batch)].sum()
-                        (grad,) = torch.autograd.grad(logit, captured["path"])
-                finally:
-                    handle.remove()
-                grad = grad.reshape(-1, batch, *grad.shape[1:]).sum(dim=0)
-                total = grad if total is None else total + grad
-                activation = captured["activation"]
-        finally:
-            for canonizer in reversed(canonizers):
-                canonizer.remove()
+            handle = module.register_forward_hook(hook)
+            try:
+                with torch.enable_grad():
+                    output = model(x.repeat(len(factors) // batch, *[1] * (x.ndim - 1)))
+                    rows = torch.arange(output.shape[0], device=output.device)
+                    logit = output[rows, targets.repeat(len(factors) // batch)].sum()
+                    (grad,) = torch.autograd.grad(logit, captured["path"])
+            finally:
+                handle.remove()
+            grad = grad.reshape(-1, batch, *grad.shape[1:]).sum(dim=0)
+            total = grad if total is None else total + grad
+            activation = captured["activation"]
     return _spatial_sum(activation * total / steps, axis).detach()
 
 
