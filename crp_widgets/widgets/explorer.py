@@ -91,6 +91,7 @@ class Explorer(ipywidgets.VBox):
             self.gallery.settle("store", store_error)
         self.tabs = ipywidgets.Tab(children=[getattr(self, name) for _, name, _, _ in self._tabs])
         self.tabs.titles = tuple(title for title, *_ in self._tabs)
+        self.tabs.add_class("crpw-explorer-tabs")  # whole titles, wrapped when narrow (js/lib/theme.css)
         self.tabs.observe(self._show_tab, names=["selected_index"])
         self._show_tab({"new": self.tabs.selected_index or 0})
         self.channels.observe(self._focus_top_channel, names=["ranking", "ranking_layer"])

@@ -283,3 +283,8 @@ def test_the_explorer_works_in_notebook_7(lab):
     expect(heatmaps.locator(f'.crpw-hm-cell[data-channel="{channel}"]')).to_be_visible()
     expect(heatmaps.locator(".crpw-hm-cell")).to_have_count(1)
     expect(page.locator(".crpw-sample canvas, .crpw-sample img").first).to_be_visible()
+    # Ten tabs: every title is shown whole (the tab bar wraps instead of cutting titles to a few letters).
+    labels = page.locator(".widget-tab .lm-TabBar-tabLabel")
+    expect(labels).to_have_count(10)
+    cut = labels.evaluate_all("els => els.filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent)")
+    assert cut == [], f"tab titles cut off: {cut}"
