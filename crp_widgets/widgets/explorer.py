@@ -97,8 +97,9 @@ class Explorer(ipywidgets.VBox):
         self.channels.observe(self._focus_top_channel, names=["ranking", "ranking_layer"])
         self._focus_top_channel()
         top = ipywidgets.HBox(
-            [self.sample, self.channels, self.heatmaps], layout=ipywidgets.Layout(flex_flow="row wrap", gap="8px")
+            [self.sample, self.channels, self.heatmaps], layout=ipywidgets.Layout(flex_flow="row wrap")
         )
+        top.add_class("crpw-explorer-top")  # 8 px between the views (js/lib/theme.css; Layout has no gap)
         super().__init__([top, self.tabs])
 
     def _show_tab(self, change):
