@@ -10,7 +10,6 @@ from .channels import ChannelSelector, default_layer
 from .heatmaps import ConditionalHeatmaps
 from .sample import SampleView
 from .session import ExplorerState, Session
-from .signal import SignalView, is_signal_session, use_signal_display
 
 # The explorer's tabs: (title, attribute, "module:Class" in crp_widgets.widgets, priority). Each class is a
 # Component taking (session, state); a hidden tab computes when shown; lower priorities compute first.
@@ -74,7 +73,10 @@ class Explorer(ipywidgets.VBox):
             except CRPError as error:
                 store_error = error
         self.session, self.state = session, state
-        signal = is_signal_session(session)  # 1-D inputs: line plots and a time region instead of images (Sec. 3.5)
+        # 1-D inputs: line plots and a time region instead of images (Sec. 3.5). Imported here: bqplot is heavy.
+        from .signal import SignalView, is_signal_session, use_signal_display
+
+        signal = is_signal_session(session)
         if signal:
             use_signal_display(session)
         self._tabs = tuple(tab for tab in TABS if not (signal and tab[1] in IMAGE_ONLY))
