@@ -112,6 +112,7 @@ class RandomImages(torch.utils.data.Dataset):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="demo,vgg16")
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds of scan and bare passes (best of)")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for name in args.models.split(","):
@@ -125,7 +126,7 @@ def main():
             data, batch_size, layer = RandomImages(128, 224), 16, "features.28"
         else:
             raise SystemExit(f"unknown model {name!r}; choose from demo, vgg16")
-        ours, bare = throughputs(model, data, batch_size)
+        ours, bare = throughputs(model, data, batch_size, args.repeats)
         layers = len(conv_layers(model))
         print(f"\n{name}: scan of {len(data)} samples, batch {batch_size}, {layers} conv layers recorded")
         print(f"  scan {ours:8.1f} samples/s   bare forward+backward {bare:8.1f} samples/s   ratio {ours / bare:.2f}")

@@ -121,6 +121,7 @@ def snapshot(model):
         "hooks": [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for m in model.modules()],
         "attributes": [sorted(vars(m).keys()) for m in model.modules()],
         "modules": [name for name, _ in model.named_modules()],
+        "in_place": [getattr(m, "inplace", None) for m in model.modules()],
     }
 
 
@@ -148,6 +149,7 @@ def test_model_is_left_exactly_as_found(name):
         assert after["hooks"] == before["hooks"]
         assert after["attributes"] == before["attributes"]
         assert after["modules"] == before["modules"]
+        assert after["in_place"] == before["in_place"]
         for key, value in before["state"].items():
             assert torch.equal(after["state"][key], value), key
     finally:
@@ -178,6 +180,29 @@ def test_forward_cache_follows_model_updates():
     second = crp.attribute(x, target=3).heatmap
     assert not torch.allclose(first, second)
     assert torch.allclose(second, CRP(model).attribute(x, target=3).heatmap)
+
+
+def test_cached_canonization_and_rule_parameters_follow_every_model_change():
+    """Merged BatchNorms, modified (z+) parameters and the Flat rule's pass are reused only while nothing changed."""
+    model = small_cnn()
+    crp = CRP(model)
+    composite = default_composite(model)
+    x = torch.rand(1, 3, 16, 16)
+
+    def check(x):
+        assert close(crp.attribute(x, target=3).input_relevance, zennit_lrp(model, composite, x, 3))
+
+    check(x)
+    check(x + 0.1)  # cached merges and parameters
+    with torch.no_grad():
+        model[1].running_mean.add_(0.3)  # BatchNorm statistics changed in place
+    check(x)
+    with torch.no_grad():
+        model[4].weight.mul_(0.5)  # a z+ layer's weight changed in place
+    check(x)
+    model[4].weight = torch.nn.Parameter(torch.randn_like(model[4].weight))  # a new weight
+    check(x)
+    check(torch.rand(2, 3, 24, 24))  # another input shape for the Flat rule's cached pass
 
 
 def test_a_recorded_forward_pass_is_freed_by_reference_counting():

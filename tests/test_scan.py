@@ -107,6 +107,25 @@ def test_top_k_equals_brute_force(model, scanned, mode):
             assert all(r.neuron[0] == channel for r in refs)
 
 
+@pytest.mark.parametrize(
+    "mode", [("relevance", "sum"), ("relevance", "max"), ("activation", "sum"), ("activation", "max")]
+)
+def test_a_layer_below_an_in_place_activation_scans_as_brute_force(model, tmp_path, mode):
+    """Layer "0" feeds an in-place ReLU, which the scan's streamed pass runs in place (no copy of the layer)."""
+    data = dataset(16, seed=2)
+    store = scan(CRP(model), data, ["0", "4"], tmp_path, k=4, batch_size=8, progress=False)
+    truth, _ = brute_force(model, data, ["0", "4"])
+    for layer in ("0", "4"):
+        values, positions = truth[layer][mode]
+        shape = store.layers[layer]["shape"]
+        for channel in range(values.shape[1]):
+            refs = store.references(layer, channel, mode=mode[0], target=mode[1], k=4)
+            want = expected_top(values, positions, channel, 4)
+            assert [r.index for r in refs] == [w[0] for w in want], (layer, channel)
+            assert [r.value for r in refs] == pytest.approx([w[1] for w in want], rel=1e-5, abs=1e-12)
+            assert [flat(r.neuron, shape) for r in refs] == [w[2] for w in want]
+
+
 def test_class_statistics_equal_brute_force(model, scanned):
     store, data = scanned
     truth, labels = brute_force(model, data, LAYERS)

@@ -113,8 +113,14 @@ class CRP:
     # ----------------------------------------------------------------------------------------------- forward cache
 
     def _state_key(self):
-        tensors = list(self.model.parameters()) + list(self.model.buffers())
-        return tuple((t.data_ptr(), t._version) for t in tensors)
+        """The model's parameters and buffers: which tensors (storage) at which version (in-place changes)."""
+        return tuple(
+            (t.data_ptr(), t._version)
+            for module in self.model.modules()
+            for store in (module._parameters, module._buffers)
+            for t in store.values()
+            if t is not None
+        )
 
     def _forward(self, x):
         """The recorded forward pass of ``x`` (from the cache when nothing changed), and the unbatched flag."""

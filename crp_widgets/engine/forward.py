@@ -6,6 +6,7 @@ import threading
 import weakref
 
 import torch
+from zennit.canonizers import CompositeCanonizer, MergeBatchNorm
 
 from .audit import FunctionalAudit
 from .composites import rule_plan
@@ -31,13 +32,14 @@ def model_lock(model):
 @contextlib.contextmanager
 def preserved(model):
     """Evaluate ``model`` in eval mode and leave it exactly as found: modes restored, no hooks, no canonizers."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
+    training = [module for module in model.modules() if module.training]
+    for module in training:
+        module.training = False
     try:
         yield model
     finally:
-        for module, training in modes:
-            module.training = training
+        for module in training:
+            module.training = True
 
 
 @contextlib.contextmanager
@@ -45,16 +47,126 @@ def canonized(model, composite):
     """``model`` under its lock, in eval mode, with ``composite``'s canonizers applied; left as found afterwards.
 
     Activations and relevances are those of the canonized model (A.3): every pass that reads a layer goes here.
+    BatchNorm merges are computed once and replayed while the model's modules and parameters are unchanged
+    (:class:`_Merges`).
     """
     with model_lock(model), preserved(model):
-        canonizers = []
+        applied = []
         try:
-            for canonizer in getattr(composite, "canonizers", []) or []:
-                canonizers += canonizer.apply(model)
+            for canonizer in _flat(getattr(composite, "canonizers", []) or []):
+                if isinstance(canonizer, MergeBatchNorm):
+                    applied += _Merges.of(model, canonizer).apply()
+                else:
+                    applied += canonizer.apply(model)
             yield model
         finally:
-            for canonizer in reversed(canonizers):
+            for canonizer in reversed(applied):
                 canonizer.remove()
+
+
+def _flat(canonizers):
+    """The canonizers with zennit's composite canonizers replaced by their parts, in order."""
+    for canonizer in canonizers:
+        if isinstance(canonizer, CompositeCanonizer):
+            yield from _flat(canonizer.canonizers)
+        else:
+            yield canonizer
+
+
+# Per model and MergeBatchNorm canonizer: the merges of its last application (see ``_Merges``).
+_MERGES = weakref.WeakKeyDictionary()
+
+
+class _Merges:
+    """The BatchNorm merges one zennit ``MergeBatchNorm`` canonizer made on one model, replayable.
+
+    Merging recomputes every merged weight on every pass; on a small model that costs a sizeable part of a whole
+    forward and backward pass. While the model has the same modules and their parameters and buffers are the same
+    tensors at the same version (nothing assigned, nothing changed in place), the merged tensors of the last
+    application are put back instead, and zennit's own ``remove`` restores the originals as before.
+    """
+
+    def __init__(self, model, canonizer):
+        self.model = weakref.ref(model)
+        self.instances = canonizer.apply(model)
+        # the bias Parameter zennit created for a linear layer without one is kept, so that it stays the same object
+        self.merged = [
+            (
+                [
+                    (linear.weight.data, linear.bias if original is None else linear.bias.data)
+                    for linear, (_, original) in zip(instance.linears, instance.linear_params)
+                ],
+                _identity(instance.batch_norm),
+            )
+            for instance in self.instances
+        ]
+        self.signature = None  # taken on removal, when the originals are back
+
+    @classmethod
+    def of(cls, model, canonizer):
+        """The merges of ``canonizer`` on ``model``: the last ones if still valid, else a new application."""
+        cached = _MERGES.setdefault(model, weakref.WeakKeyDictionary())
+        merges = cached.get(canonizer)
+        if merges is not None and merges.signature is not None and merges.signature == merges._signature():
+            merges._replay()
+        else:
+            merges = cached[canonizer] = cls(model, canonizer)
+        return merges
+
+    def apply(self):
+        """The zennit instances to ``remove`` afterwards (the merge is applied)."""
+        return [self] if self.instances else []
+
+    def remove(self):
+        """Restore the original parameters (zennit's ``remove``); remember their state after the first application."""
+        for instance in reversed(self.instances):
+            instance.remove()
+        if self.signature is None:
+            self.signature = self._signature()
+
+    def _signature(self):
+        model = self.model()
+        modules = [module for instance in self.instances for module in (*instance.linears, instance.batch_norm)]
+        tensors = [t for module in modules for t in (*module.parameters(recurse=False), *module.buffers(recurse=False))]
+        return (
+            tuple(map(id, model.modules())) if model is not None else None,
+            tuple((id(t), t.data_ptr(), t._version) for t in tensors),
+            tuple(linear.bias is None for instance in self.instances for linear in instance.linears),
+        )
+
+    def _replay(self):
+        """Put the merged tensors back, as ``MergeBatchNorm.merge_batch_norm`` set them."""
+        for instance, (linears, identity) in zip(self.instances, self.merged):
+            for linear, (weight, bias), (_, original_bias) in zip(instance.linears, linears, instance.linear_params):
+                linear.weight.data = weight
+                if original_bias is None:
+                    linear.bias = bias  # zennit's Parameter of the merged bias
+                else:
+                    linear.bias.data = bias
+            for key, value in identity.items():
+                getattr(instance.batch_norm, key).data = value
+
+
+def _identity(batch_norm):
+    """The merged BatchNorm's (identity) statistics and affine parameters."""
+    return {key: getattr(batch_norm, key).data for key in ("weight", "bias", "running_mean", "running_var")}
+
+
+@contextlib.contextmanager
+def out_of_place(model):
+    """Run modules built to work in place (``ReLU(inplace=True)``) out of place; their flags are restored after.
+
+    A recorded pass keeps layer outputs for the rules and taps; an in-place module would overwrite them, and copying
+    its input first costs a whole extra pass over memory that the out-of-place operation does not.
+    """
+    switched = [module for module in model.modules() if getattr(module, "inplace", False) is True]
+    try:
+        for module in switched:
+            module.inplace = False
+        yield model
+    finally:
+        for module in switched:
+            module.inplace = True
 
 
 class ForwardPass:
@@ -100,7 +212,16 @@ class ForwardPass:
         return sorted(names, key=lambda name: self.tap(name).order)
 
     def backward(
-        self, start, grad, capture, masks=None, batched=False, path_masks=None, create_graph=False, last=False
+        self,
+        start,
+        grad,
+        capture,
+        masks=None,
+        batched=False,
+        path_masks=None,
+        create_graph=False,
+        last=False,
+        observe=None,
     ):
         """Propagate relevance ``grad`` from tensor ``start`` downwards.
 
@@ -124,6 +245,9 @@ class ForwardPass:
             Make the result differentiable with respect to ``grad`` (used for Eq. 11-12 over all channels at once).
         last : bool
             This is the last backward pass on this forward pass: its graphs free their memory as it goes (scans).
+        observe : callable, optional
+            Called as ``observe(name, relevance)`` with the relevance of every tapped layer the pass reaches, as it
+            passes (``capture`` then needs only :meth:`roots`; reference scans).
 
         Returns
         -------
@@ -133,6 +257,10 @@ class ForwardPass:
         masks = dict(masks or {})
         path_masks = dict(path_masks or {})
         taps = [self.tap(name) for name in {**masks, **path_masks}]
+        if observe is not None:
+            taps = list(self.taps.values())
+            for tap in taps:
+                tap.observer = observe
 
         def run(relevance, *per_slice):
             for name, mask in zip(path_masks, per_slice):
@@ -155,6 +283,7 @@ class ForwardPass:
         finally:
             for tap in taps:
                 tap.mask = None
+                tap.observer = None
 
     def input_node(self):
         """The autograd node that accumulates the input's gradient."""
@@ -166,17 +295,32 @@ class ForwardPass:
     def bypasses(self, name):
         """Whether some relevance reaches the input without passing layer ``name`` (e.g. a residual shortcut)."""
         if name not in self._bypass:
-            self._bypass[name] = _reaches(self.output.grad_fn, self.input_node(), barrier=self.tap(name).node)
+            self._bypass[name] = _reaches(self.output.grad_fn, self.input_node(), {self.tap(name).node})
         return self._bypass[name]
 
+    def roots(self):
+        """The sites of the taps a backward pass must reach so that it passes every tap (for ``observe``).
 
-def _reaches(start, target, barrier):
-    """Whether autograd node ``target`` can be reached from node ``start`` without passing ``barrier``."""
+        Those whose relevance reaches the input without passing another tap (the lowest layers), and those whose
+        relevance does not reach the input at all.
+        """
+        taps = [tap for tap in self.taps.values() if tap.calls == 1 and tap.site.grad_fn is not None]
+        nodes = {tap.node for tap in taps}
+        target = self.input_node()
+        return [
+            tap.site
+            for tap in taps
+            if _reaches(tap.site.grad_fn, target, nodes) or not _reaches(tap.site.grad_fn, target, set())
+        ]
+
+
+def _reaches(start, target, barriers):
+    """Whether autograd node ``target`` can be reached from node ``start`` without passing any of ``barriers``."""
     seen = set()
     stack = [start]
     while stack:
         node = stack.pop()
-        if node is None or node is barrier or node in seen:
+        if node is None or node in barriers or node in seen:
             continue
         if node is target:
             return True
@@ -185,7 +329,7 @@ def _reaches(start, target, barrier):
     return False
 
 
-def record_forward(model, input, composite, tap_names):
+def record_forward(model, input, composite, tap_names, observe=None):
     """Run one forward pass of ``model`` with ``composite``'s canonizers and rules and taps on ``tap_names``.
 
     The canonizers and hooks are removed before returning; the recorded graph keeps what later backward passes need.
@@ -200,6 +344,9 @@ def record_forward(model, input, composite, tap_names):
         Rules and canonizers.
     tap_names : Iterable[str]
         Module names to tap.
+    observe : callable, optional
+        Stream the tapped layers' activations to ``observe(name, activation)`` as each layer runs instead of keeping
+        them (reference scans); in-place modules then stay in place where nothing needs their input afterwards.
 
     The first forward pass of a model with a composite also audits its forward code for operations no rule can
     reach (see :mod:`.audit`); the verdict is kept for later passes.
@@ -213,19 +360,26 @@ def record_forward(model, input, composite, tap_names):
     taps = {name: Tap(name) for name in tap_names}
     counter = itertools.count()
     known = _AUDITS.setdefault(model, weakref.WeakKeyDictionary()).get(composite)
+    if known is None and leaf.shape[0] > 1:
+        # audit on one sample: the audited pass copies every layer output, which a large batch pays dearly for
+        with contextlib.suppress(ModelForwardError):  # the model may need the whole batch: audit on it below
+            record_forward(model, input[:1], composite, ())
+        known = _AUDITS[model].get(composite)
     if isinstance(known, UnsupportedModelError):
         raise UnsupportedModelError(*known.args)
     checker = FunctionalAudit() if known is None else None
     copy = known is not False  # until the audit says the forward code works in place nowhere, copy layer outputs
     handles = []
-    with canonized(model, composite):
+    streamed = observe is not None and not copy
+    with canonized(model, composite), contextlib.nullcontext() if streamed else out_of_place(model):
         try:
             plan = rule_plan(model, composite)
             hooked = dict.fromkeys(plan)
             hooked.update({modules[name]: name for name in taps})
             for module, name in hooked.items():
-                pre_hook, hook = make_hooks(module, plan.get(module), taps.get(name), counter, copy)
-                handles.append(module.register_forward_pre_hook(pre_hook))
+                pre_hook, hook = make_hooks(module, plan.get(module), taps.get(name), counter, copy, observe)
+                if pre_hook is not None:
+                    handles.append(module.register_forward_pre_hook(pre_hook))
                 handles.append(module.register_forward_hook(hook))
             if checker is not None:
                 for module in model.modules():

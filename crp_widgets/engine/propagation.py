@@ -29,8 +29,11 @@ class Propagator:
     def admit(self, module):
         """Called before the module runs; raise to refuse a module that cannot be explained."""
 
-    def prepare(self, module, input):
-        """Return the state that ``propagate`` needs, computed while the module's canonized parameters are set."""
+    def prepare(self, module, input, shared=False):
+        """Return the state that ``propagate`` needs, computed while the module's canonized parameters are set.
+
+        ``shared``: ``input`` may be kept as it is, without a copy (the forward code modifies nothing in place).
+        """
         return None
 
     def propagate(self, state, relevance):
@@ -88,8 +91,12 @@ def releasing():
         _RELEASE.active = False
 
 
-def _vjp(outputs, inputs, grad_outputs):
-    """Vector-Jacobian product on a local graph, kept for later passes unless :func:`releasing`.
+def _releasing():
+    return getattr(_RELEASE, "active", False)
+
+
+def _vjp(outputs, inputs, grad_outputs, retain=False):
+    """Vector-Jacobian product on a local graph, kept for later passes unless :func:`releasing` (or ``retain``).
 
     Differentiable when grad mode is on (Eq. 11-12 over all channels at once).
     """
@@ -97,7 +104,7 @@ def _vjp(outputs, inputs, grad_outputs):
         outputs,
         inputs,
         grad_outputs=grad_outputs,
-        retain_graph=not getattr(_RELEASE, "active", False),
+        retain_graph=retain or not _releasing(),
         create_graph=torch.is_grad_enabled(),
     )
 
@@ -105,7 +112,7 @@ def _vjp(outputs, inputs, grad_outputs):
 class GradientRule(Propagator):
     """The plain gradient, for modules with parameters or buffers that have no rule (e.g. a merged BatchNorm)."""
 
-    def prepare(self, module, input):
+    def prepare(self, module, input, shared=False):
         """Build the module's local graph with its current (canonized) parameters."""
         return _local_forward(module, input)
 
@@ -122,7 +129,7 @@ class BatchNormGradient(Propagator):
     graph and equal to the gradient autograd would compute.
     """
 
-    def prepare(self, module, input):
+    def prepare(self, module, input, shared=False):
         """The per-channel scale, from the module's current (canonized) statistics."""
         scale = (module.running_var + module.eps).rsqrt()
         if module.weight is not None:
@@ -140,7 +147,7 @@ class HookRule(GradientRule):
     def __init__(self, hook):
         self.hook = hook
 
-    def prepare(self, module, input):
+    def prepare(self, module, input, shared=False):
         """Build the local graph and keep the module for the hook's backward."""
         leaf, output = _local_forward(module, input)
         return module, leaf, output
@@ -156,9 +163,16 @@ class HookRule(GradientRule):
 # Branches of zennit rules whose input is the negative part of the module input and whose bias is zeroed: they
 # contribute exactly nothing when the input is non-negative (as after a ReLU), so they are skipped.
 _NEGATIVE_INPUT_BRANCHES = {ZPlus: (1,), AlphaBeta: (1, 3)}
+# Branches whose input is the positive part of the module input (``clamp(min=0)``): for a non-negative input that is
+# the input itself, which a branch may then share instead of copying.
+_POSITIVE_INPUT_BRANCHES = {ZPlus: (0,), AlphaBeta: (0, 2)}
 # Rules whose gradient mapper multiplies the upper relevance element-wise by a factor that depends on the forward
 # only (e.g. 1 / stabilize(z)): from the second backward pass on, the factors are computed once and reused.
 _ELEMENTWISE_MAPPERS = (Epsilon, ZPlus, AlphaBeta, Gamma, Flat, WSquare, Norm, ZBox)
+
+
+# Module types whose forward is one functional call on (input, weight, bias): modified parameters are passed to it.
+_DIRECT = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
 
 
 class BasicRule(Propagator):
@@ -170,17 +184,31 @@ class BasicRule(Propagator):
     def __init__(self, rule):
         self.rule = rule
         self.skippable = _NEGATIVE_INPUT_BRANCHES.get(type(rule), ())
+        self.positive = _POSITIVE_INPUT_BRANCHES.get(type(rule), ())
         self.elementwise = type(rule) in _ELEMENTWISE_MAPPERS
         # ZPlus with a non-negative input is z+ alone: R_i = x_i * (W+^T (R / stabilize(z+)))_i (Eq. 34).
         self.positive_only = type(rule) is ZPlus
         # z+ >= 0 there, where zennit's stabilizer (sign(0) = +1) is z+ + epsilon: one addition, not six passes.
         self.epsilon = _plain_epsilon(rule) if self.positive_only else None
+        self.parameters = {}  # branch -> (signature of the module's parameters, modified weight, modified bias)
+        self.constants = {}  # branch -> (key, leaf, output) of a branch whose input does not depend on the input
 
-    def prepare(self, module, input):
-        """Evaluate every branch's modified forward once (input, parameter and output modifiers)."""
+    def prepare(self, module, input, shared=False):
+        """Evaluate every branch's modified forward once (input, parameter and output modifiers).
+
+        For a non-negative input (as after a ReLU), branches of the negative input part are skipped and, when the
+        input may be ``shared``, branches of its positive part use it without a copy. A branch whose input is all
+        ones (the Flat rule, Sec. 2.3.4 and A.3) depends only on the input's shape: its local graph is kept and
+        reused for inputs of that shape.
+        """
         original = input.detach()
-        skip = self.skippable if self.skippable and bool((original >= 0).all()) else ()
-        inputs, outputs = [], []
+        non_negative = self.skippable and _non_negative(original)
+        skip = self.skippable if non_negative else ()
+        same = self.positive if non_negative and shared else ()
+        # z+ alone (Eq. 34) on a convolution or linear layer: its stabilizer (+ epsilon, as z+ >= 0) goes into the
+        # bias, so that the backward divides by the output without another pass over it
+        shift = self.epsilon if non_negative and self.positive_only and type(module) in _DIRECT else None
+        inputs, outputs, constant = [], [], False
         branches = zip(self.rule.input_modifiers, self.rule.param_modifiers, self.rule.output_modifiers)
         for index, (in_mod, param_mod, out_mod) in enumerate(branches):
             if index in skip:
@@ -189,11 +217,47 @@ class BasicRule(Propagator):
                 inputs.append(0.0)
                 outputs.append(0.0)
                 continue
-            branch_input = in_mod(original).requires_grad_()
-            with ParamMod.ensure(param_mod)(module) as modified:
-                outputs.append(out_mod(modified.forward(branch_input)))
+            if in_mod is torch.ones_like and type(module) in _DIRECT:
+                key = (tuple(original.shape), original.dtype, original.device, _signature(module, shift))
+                cached = self.constants.get(index)
+                if cached is None or cached[0] != key:
+                    leaf = torch.ones_like(original).requires_grad_()
+                    output = out_mod(self._modified_forward(index, module, param_mod, leaf, shift))
+                    cached = self.constants[index] = (key, leaf, output)
+                inputs.append(cached[1])
+                outputs.append(cached[2])
+                constant = True
+                continue
+            # each branch gets its own leaf (an alias where shared), so that its gradient stays its own
+            branch_input = (original.detach() if index in same else in_mod(original)).requires_grad_()
+            outputs.append(out_mod(self._modified_forward(index, module, param_mod, branch_input, shift)))
             inputs.append(branch_input)
-        return [inputs, outputs, None, 0]
+        return [inputs, outputs, None, 0, shift, constant]
+
+    def _modified_forward(self, index, module, param_mod, input, shift=None):
+        """The module's forward with branch ``index``'s parameter modifier applied (and ``shift`` added to its bias).
+
+        For plain convolutions and linear layers the modified parameters are computed once and reused while the
+        module's own parameters are the same tensors at the same version; other modules run under zennit's
+        ``ParamMod`` every time (``shift`` is then ``None``).
+        """
+        if type(module) not in _DIRECT:
+            with ParamMod.ensure(param_mod)(module) as modified:
+                return modified.forward(input)
+        signature = _signature(module, shift)
+        cached = self.parameters.get(index)
+        if cached is None or cached[0] != signature:
+            with ParamMod.ensure(param_mod)(module) as modified:
+                weight, bias = (None if p is None else p.detach() for p in (modified.weight, modified.bias))
+            if shift is not None:
+                bias = (
+                    torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device) if bias is None else bias
+                ) + shift
+            cached = self.parameters[index] = (signature, weight, bias)
+        _, weight, bias = cached
+        if type(module) is torch.nn.Linear:
+            return torch.nn.functional.linear(input, weight, bias)
+        return module._conv_forward(input, weight, bias)
 
     def _map(self, state, relevance):
         """The rule's gradient mapper applied to ``relevance``.
@@ -201,13 +265,19 @@ class BasicRule(Propagator):
         A first backward pass applies the mapper itself; later ones multiply by its element-wise factors, computed
         once (the ``k`` backward passes of conditional heatmaps share them).
         """
-        _, outputs, factors, uses = state
+        _, outputs, factors, uses, shift, _ = state
         state[3] = uses + 1
         if self.epsilon is not None and len(outputs) == 1:
+            stabilized = outputs[0] if shift is not None else outputs[0] + self.epsilon
+            if uses == 0 and shift is not None and _releasing() and not torch.is_grad_enabled():
+                # the last pass reads the stabilized output once: divide into its memory (the local graph's
+                # backward does not read the output)
+                stabilized = stabilized.detach()
+                return [torch.div(relevance, stabilized, out=stabilized)]
             if uses == 0:
-                return [relevance / (outputs[0] + self.epsilon)]
+                return [relevance / stabilized]
             if factors is None:
-                factors = state[2] = [(outputs[0].detach() + self.epsilon).reciprocal()]
+                factors = state[2] = [stabilized.detach().reciprocal()]
             return [relevance * factors[0]]
         if not self.elementwise or uses == 0:
             return _as_tuple(self.rule.gradient_mapper(relevance, outputs))
@@ -221,16 +291,35 @@ class BasicRule(Propagator):
         """Apply the rule's gradient mapper, the vector-Jacobian products and its reducer."""
         inputs, outputs = state[0], state[1]
         grad_outputs = self._map(state, relevance)
-        if getattr(_RELEASE, "active", False):
+        retain = state[5]
+        if _releasing():
             state.clear()  # the last pass: let the branch outputs go as soon as they are used
         if self.positive_only and len(inputs) == 1:
-            return inputs[0] * _vjp(outputs, inputs, grad_outputs[:1])[0]
+            (grad,) = _vjp(outputs, inputs, grad_outputs[:1], retain)
+            # a fresh tensor: scale it in place unless the result must stay differentiable
+            return inputs[0] * grad if torch.is_grad_enabled() else grad.mul_(inputs[0])
         live = [index for index, value in enumerate(inputs) if isinstance(value, torch.Tensor)]
-        grads = _vjp([outputs[i] for i in live], [inputs[i] for i in live], [grad_outputs[i] for i in live])
+        grads = _vjp([outputs[i] for i in live], [inputs[i] for i in live], [grad_outputs[i] for i in live], retain)
         gradients = [0.0] * len(inputs)
         for index, grad in zip(live, grads):
             gradients[index] = grad
         return self.rule.reducer(inputs, gradients)
+
+
+def _signature(module, shift=None):
+    """Which parameter tensors a module has, at which version (in-place changes), and the bias ``shift``."""
+    return (
+        *(
+            None if param is None else (id(param), param.data_ptr(), param._version)
+            for param in module._parameters.values()
+        ),
+        shift,
+    )
+
+
+def _non_negative(tensor):
+    """Whether no element of ``tensor`` is negative (one reduction, no boolean temporary)."""
+    return tensor.numel() == 0 or bool(tensor.min() >= 0)
 
 
 def _plain_epsilon(rule):
@@ -290,7 +379,10 @@ class _Tap(torch.autograd.Function):
     def backward(ctx, relevance):
         tap = ctx.tap()
         mask = None if tap is None else tap.mask
-        return (relevance if mask is None else relevance * mask), None, None
+        relevance = relevance if mask is None else relevance * mask
+        if tap is not None and tap.observer is not None:
+            tap.observer(tap.name, relevance)
+        return relevance, None, None
 
 
 @dataclasses.dataclass(eq=False)
@@ -317,6 +409,8 @@ class Tap:
         How often the module ran in the forward pass (conditions need exactly one).
     version : int or None
         The version counter of ``site`` when recorded without a copy (an in-place change of the output raises it).
+    observer : callable or None
+        Called as ``observer(name, relevance)`` with the (masked) relevance passing the tap in a backward pass.
     """
 
     name: str
@@ -328,14 +422,26 @@ class Tap:
     mask: torch.Tensor = None
     calls: int = 0
     version: int = None
+    observer: object = None
 
 
-def make_hooks(module, propagator, tap, counter, copy=True):
+def make_hooks(module, propagator, tap, counter, copy=True, observe=None):
     """Return the (pre-hook, hook) pair that wires ``module`` into the relevance graph.
 
-    ``copy``: record a tapped layer's activation as a copy (needed when the model's code works in place).
+    ``copy``: record a tapped layer's activation as a copy, and give rules copies of their inputs (needed when the
+    model's code works in place). The pre-hook is ``None`` where none is needed: for a module that neither refuses
+    to run (``admit``) nor works in place, the forward hook reads the input from the module's arguments.
+
+    ``observe``: stream the activations instead of keeping them: ``observe(name, activation)`` is called as soon as
+    a tapped layer has run, and the tap keeps no activation. Nothing then reads a layer's output after the layers
+    above ran, so a module working in place that passes relevance unchanged runs in place on an alias of its input
+    (no copy; the rule still connects to the input as it came).
     """
     inputs = []  # the module's inputs as they came, one per call in progress (modules may be reused)
+    admits = propagator is not None and type(propagator).admit is not Propagator.admit
+    in_place = bool(getattr(module, "inplace", False))
+    needs_pre_hook = admits or in_place
+    alias = observe is not None and not copy and (propagator is None or type(propagator) is PassRelevance)
 
     def pre_hook(module, args):
         if propagator is not None:
@@ -343,12 +449,13 @@ def make_hooks(module, propagator, tap, counter, copy=True):
         inputs.append(args[0] if args else None)
         # A module working in place would overwrite a tensor that a rule or a tap keeps: give it a copy. The rule
         # connects the output to the input as it came, not to the copy (whose history the in-place op rewrites).
-        if getattr(module, "inplace", False) and args and isinstance(args[0], torch.Tensor):
-            return (args[0].clone(), *args[1:])
+        if in_place and args and isinstance(args[0], torch.Tensor):
+            return (args[0].detach() if alias else args[0].clone(), *args[1:])
         return None
 
     def hook(module, args, output):
-        input = inputs.pop() if inputs else None
+        arguments = inputs if needs_pre_hook else [args[0]] if args else []
+        input = arguments.pop() if arguments else None
         if not torch.is_grad_enabled():
             return None
         result = output
@@ -358,7 +465,7 @@ def make_hooks(module, propagator, tap, counter, copy=True):
                     f"module {type(module).__name__} takes or returns something other than one tensor; "
                     "LRP rules attach to modules with one tensor input and one tensor output"
                 )
-            state = propagator.prepare(module, input)
+            state = propagator.prepare(module, input, shared=not copy)
             result = _Rule.apply(input, (output.detach(),), propagator, state)
         if tap is not None:
             if not isinstance(result, torch.Tensor):
@@ -369,11 +476,14 @@ def make_hooks(module, propagator, tap, counter, copy=True):
             tap.calls += 1
             tap.order = next(counter)
             tap.site = result
-            tap.activation = result.detach().clone() if copy else result.detach()
-            tap.version = None if copy else result._version
+            if observe is not None:
+                observe(tap.name, result.detach())
+            else:
+                tap.activation = result.detach().clone() if copy else result.detach()
+                tap.version = None if copy else result._version
             result = _Tap.apply(result, (result.detach(),), tap)
             tap.output = result
             tap.node = result.grad_fn
         return result
 
-    return pre_hook, hook
+    return (pre_hook if needs_pre_hook else None), hook

@@ -44,7 +44,7 @@ def _uniform_pool(module, ones):
 class UniformPool(Propagator):
     """Flat rule for pooling layers: a pooled unit's relevance is shared evenly by its whole window."""
 
-    def prepare(self, module, input):
+    def prepare(self, module, input, shared=False):
         """Build the window-averaging graph on a tensor of ones."""
         ones = torch.ones_like(input.detach()).requires_grad_()
         return ones, _uniform_pool(module, ones)

@@ -33,6 +33,7 @@ from .store import (
     dataset_fingerprint,
     model_fingerprint,
     read_json,
+    statistics,
     write_json,
     write_tensors,
 )
@@ -102,6 +103,10 @@ def _normalize(relevance):
     return relevance / total.clamp(min=torch.finfo(relevance.dtype).tiny)
 
 
+def _cpu(stats):
+    return tuple(tensor.cpu() for tensor in stats)
+
+
 class _Scanner:
     """Runs one dataset through the model for one process, with checkpoints."""
 
@@ -163,24 +168,37 @@ class _Scanner:
         )
 
     def step(self, tables, x, labels, first_index):
-        """Process one batch; return the new state (``tables`` itself is left unchanged)."""
+        """Process one batch; return the new state (``tables`` itself is left unchanged).
+
+        One forward and one backward pass for all layers; each layer's activation and relevance maps are reduced
+        to their per-channel statistics as soon as they are computed, so no layer's maps outlive their use.
+        """
         crp = self.crp
         tables = tables.snapshot()
         device = next(iter(crp.model.parameters())).device
         x = x.to(device)
-        forward = record_forward(crp.model, x, crp.composite, self.layers)
+        activations, relevances = {}, {}
+
+        def on_activation(layer, activation):
+            activations[layer] = _cpu(statistics(_flatten(crp, layer, activation)))
+
+        def on_relevance(layer, relevance):
+            maps = _flatten(crp, layer, relevance)
+            relevances[layer] = _cpu(statistics(_normalize(maps) if self.options["normalize"] else maps))
+
+        forward = record_forward(crp.model, x, crp.composite, self.layers, observe=on_activation)
         output = forward.output
         explained = _labels(self.options["label"], output, labels, output.shape[1])
         grad = output.detach() * torch.nn.functional.one_hot(explained, output.shape[1]).to(output.dtype)
-        sites = forward.backward(output, grad, [forward.tap(layer).site for layer in self.layers], last=True)
+        forward.backward(output, grad, forward.roots(), last=True, observe=on_relevance)
         keys = topk.encode(self.dataset_id, torch.arange(first_index, first_index + x.shape[0]))
         explained = explained.cpu()
-        for layer, relevance in zip(self.layers, sites):
-            relevance = _flatten(crp, layer, relevance.detach()).cpu()
-            if self.options["normalize"]:
-                relevance = _normalize(relevance)
-            activation = _flatten(crp, layer, forward.tap(layer).activation).cpu()
-            tables.update(layer, relevance, activation, explained, keys)
+        for layer in self.layers:
+            if layer not in activations:
+                raise CRPError(f"layer {layer!r} did not run in the forward pass; scan layers that run once per pass")
+            # a layer the relevance does not reach gets none
+            relevance = relevances.get(layer) or tuple(torch.zeros_like(t) for t in activations[layer])
+            tables.add(layer, relevance, activations[layer], explained, keys)
         tables.count(explained)
         return tables
 

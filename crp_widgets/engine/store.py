@@ -121,6 +121,12 @@ def read_json(path):
         return json.load(file)
 
 
+def statistics(maps):
+    """``(peak, position, sum)`` per sample and channel ``[B, C]`` of maps ``[B, C, S]`` (Eq. 18-19, 23)."""
+    peak, position = maps.max(dim=-1)
+    return peak, position, maps.sum(dim=-1)
+
+
 class Tables:
     """The running state of a scan: top-k tables per layer and mode, class statistics (Eq. 18-23, Fig. 13).
 
@@ -155,24 +161,27 @@ class Tables:
         return {field: self.data[f"{layer}|{table}|{field}"] for field in ("values", "keys", "positions")}
 
     def update(self, layer, relevance, activation, labels, keys):
-        """Merge one batch of a layer: relevance and activation maps ``[B, C, S]``, class ``labels`` and ``keys``.
+        """Merge one batch of a layer: relevance and activation maps ``[B, C, S]``, class ``labels`` and ``keys``."""
+        self.add(layer, statistics(relevance), statistics(activation), labels, keys)
+
+    def add(self, layer, relevance, activation, labels, keys):
+        """Merge one batch of a layer given the :func:`statistics` of its relevance and activation maps.
 
         Tensors are replaced, never modified in place, so a shallow copy of ``data`` taken before is a consistent
         snapshot (a scan interrupted in the middle of a batch checkpoints the state before it).
         """
-        channels = relevance.shape[1]
+        channels = relevance[0].shape[1]
         batch_keys = keys.unsqueeze(0).expand(channels, -1)
-        for mode, maps in (("relevance", relevance), ("activation", activation)):
-            peak, position = maps.max(dim=-1)
-            summed = maps.sum(dim=-1)
+        for mode, (peak, position, summed) in (("relevance", relevance), ("activation", activation)):
             for target, value in (("sum", summed), ("max", peak)):
                 name = f"{mode}/{target}"
                 merged = topk.merge(self.table(layer, name), value.T, batch_keys, position.T)
                 self._put(self.data, layer, name, merged)
                 if mode == "relevance":
                     self._update_classes(layer, f"class/{name}", value, position, labels, keys)
-        key = f"{layer}|class_relevance_sum"
-        self.data[key] = self.data[key].index_add(1, labels, relevance.sum(dim=-1).T.to(torch.float64))
+            if mode == "relevance":
+                key = f"{layer}|class_relevance_sum"
+                self.data[key] = self.data[key].index_add(1, labels, summed.T.to(torch.float64))
 
     def _update_classes(self, layer, name, value, position, labels, keys):
         """Class-conditional top-k (Fig. 13): each sample competes only within the class it was explained for."""
