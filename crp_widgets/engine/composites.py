@@ -98,14 +98,15 @@ def _has_state(module):
     return any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False))
 
 
-def rule_plan(model, composite):
+def rule_plan(model, composite, named=None):
     """Map each module of the (already canonized) model to the ``Propagator`` of its rule.
 
     Modules the composite leaves alone keep their plain gradient; those with parameters or buffers get a
     ``GradientRule`` (BatchNorm: its exact eval-mode gradient, ``BatchNormGradient``) so that later backward passes
-    see the canonized values; unexplainable types get ``Refuse``.
+    see the canonized values; unexplainable types get ``Refuse``. ``named``: the model's ``named_modules()``, when
+    the caller has them.
     """
-    named = list(model.named_modules())
+    named = list(model.named_modules()) if named is None else named
     signature = tuple((name, type(module)) for name, module in named)
     plans = _PLANS.setdefault(model, weakref.WeakKeyDictionary())
     cached = plans.get(composite)

@@ -153,17 +153,17 @@ def _identity(batch_norm):
 
 
 @contextlib.contextmanager
-def out_of_place(model):
-    """Run modules built to work in place (``ReLU(inplace=True)``) out of place; their flags are restored after.
+def out_of_place(modules):
+    """Run ``modules`` built to work in place (``ReLU(inplace=True)``) out of place; their flags are restored after.
 
     A recorded pass keeps layer outputs for the rules and taps; an in-place module would overwrite them, and copying
     its input first costs a whole extra pass over memory that the out-of-place operation does not.
     """
-    switched = [module for module in model.modules() if getattr(module, "inplace", False) is True]
+    switched = [module for module in modules if getattr(module, "inplace", False) is True]
     try:
         for module in switched:
             module.inplace = False
-        yield model
+        yield
     finally:
         for module in switched:
             module.inplace = True
@@ -356,7 +356,6 @@ def record_forward(model, input, composite, tap_names, observe=None):
     ForwardPass
     """
     leaf = input.detach().requires_grad_()
-    modules = dict(model.named_modules())
     taps = {name: Tap(name) for name in tap_names}
     counter = itertools.count()
     known = _AUDITS.setdefault(model, weakref.WeakKeyDictionary()).get(composite)
@@ -371,9 +370,14 @@ def record_forward(model, input, composite, tap_names, observe=None):
     copy = known is not False  # until the audit says the forward code works in place nowhere, copy layer outputs
     handles = []
     streamed = observe is not None and not copy
-    with canonized(model, composite), contextlib.nullcontext() if streamed else out_of_place(model):
+    with canonized(model, composite):
+        named = list(model.named_modules())
+        modules = dict(named)
+        stack = contextlib.ExitStack()
         try:
-            plan = rule_plan(model, composite)
+            if not streamed:
+                stack.enter_context(out_of_place(modules.values()))
+            plan = rule_plan(model, composite, named)
             hooked = dict.fromkeys(plan)
             hooked.update({modules[name]: name for name in taps})
             for module, name in hooked.items():
@@ -382,7 +386,7 @@ def record_forward(model, input, composite, tap_names, observe=None):
                     handles.append(module.register_forward_pre_hook(pre_hook))
                 handles.append(module.register_forward_hook(hook))
             if checker is not None:
-                for module in model.modules():
+                for module in modules.values():
                     if module in plan or not any(True for _ in module.children()):
                         handles.append(module.register_forward_pre_hook(checker.enter, prepend=True))
                         handles.append(module.register_forward_hook(checker.leave))
@@ -390,6 +394,7 @@ def record_forward(model, input, composite, tap_names, observe=None):
         finally:
             for handle in handles:
                 handle.remove()
+            stack.close()
     if checker is not None:
         try:
             _AUDITS[model][composite] = checker.verdict()

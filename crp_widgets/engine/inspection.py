@@ -123,7 +123,9 @@ def validate_input(x, model, spec):
             f"the input is on device {x.device}, but the model's parameters are on {reference.device}: move one of "
             f"them, e.g. x.to({str(reference.device)!r})"
         )
-    finite = torch.isfinite(x)
+    if bool(torch.isfinite(x.sum())):  # NaN and Inf propagate into the sum (one pass, no boolean temporary)
+        return x, unbatched
+    finite = torch.isfinite(x)  # the sum may also overflow
     if not bool(finite.all()):
         nan = int(torch.isnan(x).sum())
         raise CRPError(
