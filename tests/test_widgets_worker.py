@@ -130,3 +130,26 @@ def test_an_inactive_component_runs_only_its_newest_request_when_activated():
     assert not component.busy
     component.active = True
     assert shown == [2]
+
+
+def test_the_explorer_computes_a_hidden_tab_only_when_it_is_shown():
+    """Hidden tabs start inactive: building an explorer runs the top row's views, not an 11-pass what-if sweep."""
+    import crp_widgets as cw
+
+    class Recording(Worker):
+        def __init__(self):
+            super().__init__(synchronous=True)
+            self.views = []
+
+        def submit(self, view, *args, **kwargs):
+            self.views.append(view[1])
+            return super().submit(view, *args, **kwargs)
+
+    world = cw.demo.load(length=8)
+    worker = Recording()
+    explorer = cw.Explorer(world.model, world.dataset, worker=worker)
+    assert {"grid", "ranking"} <= set(worker.views)
+    assert not {"sweep", "decision", "atlas", "graph"} & set(worker.views)
+    explorer.tabs.selected_index = [name for _, name, _, _ in explorer._tabs].index("decision")
+    assert "decision" in worker.views
+    assert "sweep" not in worker.views

@@ -86,8 +86,8 @@ class Explorer(ipywidgets.VBox):
         for name in IMAGE_ONLY if signal else ():
             setattr(self, name, None)
         for _, name, path, priority in self._tabs:
-            view = _component(path)(session, state)
-            view.priority, view.active = priority, False
+            view = _component(path)(session, state, active=False)  # inactive from the start: no work for hidden tabs
+            view.priority = priority
             setattr(self, name, view)
         if store_error is not None:
             self.gallery.settle("store", store_error)
