@@ -212,7 +212,17 @@ class Lab:
         self.page.locator(".lm-Menu .lm-Menu-item", has_text=re.compile(r"^Run All Cells")).click()
         for index, cell in enumerate(notebook.cells):
             if cell.cell_type == "code" and cell.source.strip():
-                expect(self.cell(index).locator(".jp-InputPrompt")).to_have_text(PROMPT_DONE)
+                try:
+                    expect(self.cell(index).locator(".jp-InputPrompt")).to_have_text(PROMPT_DONE)
+                except AssertionError as error:
+                    # say which cell stopped the run and what the cells before it printed
+                    prompts = [self.prompt(i) for i in range(index + 1)]
+                    before = [i for i in range(index) if notebook.cells[i].cell_type == "code"][-3:]
+                    outputs = "\n".join(f"cell {i}: {self.output(i)[-300:]}" for i in before)
+                    raise AssertionError(
+                        f"cell {index} of {name} did not run; prompts {prompts}\n{outputs}\n"
+                        f"server log:\n{self.server.log_tail(20)}"
+                    ) from error
         return self.page
 
     def run_cell(self, index: int, source: str | None = None) -> str:
@@ -228,6 +238,15 @@ class Lab:
         _wait_until(lambda: self.prompt(index) != before and PROMPT_DONE.match(self.prompt(index)), "the cell")
         return self.output(index)
 
+    def _kernel_connected(self) -> bool:
+        # The server can answer 500 while a kernel is starting (seen under heavy load): ask again.
+        try:
+            return any(k["connections"] > 0 for k in self.server.api("kernels"))
+        except urllib.error.HTTPError as error:
+            if error.code >= 500:
+                return False
+            raise
+
     def _wait_for_kernel(self) -> None:
         # "idle" can show while the kernel is still starting, and "Run All" then silently runs nothing: also wait
         # for a kernel name and a kernel connection, then for idle again.
@@ -235,7 +254,7 @@ class Lab:
         expect(idle).to_be_visible()
         kernel_name = self.page.locator(".jp-KernelName").first
         _wait_until(lambda: kernel_name.inner_text().strip() not in ("", "No Kernel"), "a kernel name")
-        _wait_until(lambda: any(k["connections"] > 0 for k in self.server.api("kernels")), "a kernel connection")
+        _wait_until(self._kernel_connected, "a kernel connection")
         expect(idle).to_be_visible()
 
 
