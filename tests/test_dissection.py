@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 import torch
+from zoo import small_cnn
 
 import crp_widgets as cw
 from crp_widgets.engine import CRPError
 from crp_widgets.engine.dissection import dissect, reference_coverage
-from tests.zoo import small_cnn
 
 LAYER = "4"  # small_cnn's second convolution: 16 channels at 8x8 for 16x16 inputs
 

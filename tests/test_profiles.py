@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from zoo import small_cnn
 
 import crp_widgets as cw
 from crp_widgets.engine import CRPError
@@ -15,7 +16,6 @@ from crp_widgets.engine.profiles import (
     class_profiles,
     class_samples,
 )
-from tests.zoo import small_cnn
 
 LAYER = "4"  # small_cnn: Conv2d(8, 16) at 8x8, no BatchNorm after it (canonization leaves it as is)
 

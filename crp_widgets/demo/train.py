@@ -44,15 +44,15 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def logits_of(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """Logits of uint8 images [N, 3, H, W], in batches, model in eval mode."""
+def logits_of(model: nn.Module, images: torch.Tensor, batch_size: int = 500, prepare=to_float) -> torch.Tensor:
+    """Logits of inputs (uint8 images [N, 3, H, W] by default, see ``prepare``), in batches, model in eval mode."""
     model.eval()
-    return torch.cat([model(to_float(images[i : i + batch_size])) for i in range(0, len(images), batch_size)])
+    return torch.cat([model(prepare(images[i : i + batch_size])) for i in range(0, len(images), batch_size)])
 
 
-def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
-    """Top-1 accuracy of ``model`` on uint8 images."""
-    return (logits_of(model, images).argmax(1) == labels).float().mean().item()
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, prepare=to_float) -> float:
+    """Top-1 accuracy of ``model`` on inputs (uint8 images by default, see ``prepare``)."""
+    return (logits_of(model, images, prepare=prepare).argmax(1) == labels).float().mean().item()
 
 
 def shortcut_effect(model: nn.Module, dataset: DemoDataset, n: int = 300) -> dict[str, dict[str, float]]:
@@ -144,19 +144,24 @@ def train(
         print(f"epoch {epoch + 1}/{epochs}: loss {total / (len(images) // batch_size):.4f}", flush=True)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Train, evaluate and save the demo model; returns the metadata written next to the weights."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train-size", type=int, default=20000)
-    parser.add_argument("--heldout-size", type=int, default=3000)
-    parser.add_argument("--epochs", type=int, default=5)
+def arguments(argv, doc: str, train_size: int, heldout_size: int, epochs: int) -> argparse.Namespace:
+    """The command line of a training script (defaults given), with torch made deterministic on its threads."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--train-size", type=int, default=train_size)
+    parser.add_argument("--heldout-size", type=int, default=heldout_size)
+    parser.add_argument("--epochs", type=int, default=epochs)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     args = parser.parse_args(argv)
-
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Train, evaluate and save the demo model; returns the metadata written next to the weights."""
+    args = arguments(argv, __doc__, train_size=20000, heldout_size=3000, epochs=5)
     start = time.perf_counter()
     train_set = DemoDataset(args.train_size, seed=TRAIN_SEED)
     heldout = DemoDataset(args.heldout_size, seed=EXPLORE_SEED)

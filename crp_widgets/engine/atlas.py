@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from skimage.segmentation import slic
 
-from .errors import CRPError
+from .errors import CRPError, check_count
 from .references import gaussian_smooth
 
 PAPER_DENSITY_SIGMA = 4.7  # A.4: Gaussian density filter of the single-pixel atlas, for 224 x 224 images
@@ -121,8 +121,7 @@ def superpixels(image, n_segments=50, compactness=10.0, sigma=1.0):
     torch.Tensor
         ``[H, W]`` int64 labels, consecutive from 0.
     """
-    if isinstance(n_segments, bool) or not isinstance(n_segments, int) or n_segments < 1:
-        raise CRPError(f"n_segments must be a positive number of superpixels, got {n_segments!r}")
+    check_count(n_segments, "n_segments must be a positive number of superpixels")
     if not compactness > 0:
         raise CRPError(f"compactness must be positive, got {compactness!r}")
     if not sigma >= 0:
@@ -167,8 +166,7 @@ def top_concepts(crp, x, layer, n=5, target=None, conditions=None):
     tuple
         ``(channels, relevance, share, heatmaps)``: ``list[int]``, ``[n]``, ``[n]`` and ``[n, H, W]`` tensors.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise CRPError(f"the number of concepts must be a positive integer, got {n!r}")
+    check_count(n, "the number of concepts must be a positive integer")
     ranking = crp.channel_relevance(x, layer, target=target, conditions=conditions)
     order = ranking.order[:n]
     channels = [int(c) for c in order]
@@ -293,8 +291,7 @@ def region_concepts(crp, x, layer, mask, k=3, target=None, conditions=None):
     -------
     RegionConcepts
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise CRPError(f"k must be a positive number of concepts, got {k!r}")
+    check_count(k, "k must be a positive number of concepts")
     ranking = crp.region_relevance(x, layer, mask, target=target, conditions=conditions)
     channels = [int(c) for c in ranking.order[:k]]
     heatmaps = crp.conditional_heatmaps(x, layer, channels, target=target, conditions=conditions)

@@ -25,6 +25,7 @@ from .inspection import (
     validate_input,
 )
 from .interventions import edited, edits_key, evaluate
+from .propagation import state_signature
 from .receptive import FlatComposite, bounding_box
 from .results import Attribution, ChannelRelevance, ReceptiveField, RegionRelevance, Subconcepts
 
@@ -60,6 +61,39 @@ def _proportion(values):
 def _share(values, total):
     """``values / total``, zero where the total vanishes."""
     return values / total if abs(total) > 1e-12 else torch.zeros_like(values)
+
+
+def target_mask(output, target):
+    """One-hot selection ``[B, n]`` of the explained output(s) (A.3: relevance starts at the output value).
+
+    ``target``: a class index, a list of classes explained together, or one class per sample (a tensor or array).
+    """
+    batch, outputs = output.shape[0], output.shape[1] if output.ndim > 1 else 1
+    if output.ndim < 2:
+        raise CRPError(f"the model output has shape {tuple(output.shape)}; expected [B, classes]")
+
+    def check(index):
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < outputs:
+            raise CRPError(
+                f"class index {index!r} is out of range: the model has {outputs} outputs (valid: 0 to {outputs - 1})"
+            )
+        return index
+
+    mask = torch.zeros(batch, outputs, dtype=output.dtype, device=output.device)
+    if isinstance(target, torch.Tensor) or (hasattr(target, "ndim") and hasattr(target, "tolist")):
+        values = torch.as_tensor(target).flatten().tolist()
+        if len(values) != batch:
+            raise CRPError(f"a tensor target gives one class per sample: expected {batch} classes, got {len(values)}")
+        for row, index in enumerate(values):
+            mask[row, check(int(index))] = 1
+    elif isinstance(target, (list, tuple)):
+        if not target:
+            raise CRPError("target is an empty list; give a class index, a list of classes, or None")
+        for index in target:
+            mask[:, check(index)] = 1
+    else:
+        mask[:, check(target)] = 1
+    return mask.reshape(mask.shape + (1,) * (output.ndim - 2))
 
 
 class CRP:
@@ -113,14 +147,8 @@ class CRP:
     # ----------------------------------------------------------------------------------------------- forward cache
 
     def _state_key(self):
-        """The model's parameters and buffers: which tensors (storage) at which version (in-place changes)."""
-        return tuple(
-            (t.data_ptr(), t._version)
-            for module in self.model.modules()
-            for store in (module._parameters, module._buffers)
-            for t in store.values()
-            if t is not None
-        )
+        """The model's parameters and buffers: which tensors at which version (in-place changes)."""
+        return state_signature(self.model.modules())
 
     def _forward(self, x):
         """The recorded forward pass of ``x`` (from the cache when nothing changed), and the unbatched flag."""
@@ -257,37 +285,8 @@ class CRP:
         return torch.stack([self._mask(forward, layer, [channel]) for channel in channels])
 
     def _target_mask(self, forward, target):
-        """One-hot selection ``[B, n]`` of the explained output(s) (A.3: relevance starts at the output value)."""
-        output = forward.output
-        batch, outputs = output.shape[0], output.shape[1] if output.ndim > 1 else 1
-        if output.ndim < 2:
-            raise CRPError(f"the model output has shape {tuple(output.shape)}; expected [B, classes]")
-
-        def check(index):
-            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < outputs:
-                raise CRPError(
-                    f"class index {index!r} is out of range: the model has {outputs} outputs "
-                    f"(valid: 0 to {outputs - 1})"
-                )
-            return index
-
-        mask = torch.zeros(batch, outputs, dtype=output.dtype, device=output.device)
-        if isinstance(target, torch.Tensor) or (hasattr(target, "ndim") and hasattr(target, "tolist")):
-            values = torch.as_tensor(target).flatten().tolist()
-            if len(values) != batch:
-                raise CRPError(
-                    f"a tensor target gives one class per sample: expected {batch} classes, got {len(values)}"
-                )
-            for row, index in enumerate(values):
-                mask[row, check(int(index))] = 1
-        elif isinstance(target, (list, tuple)):
-            if not target:
-                raise CRPError("target is an empty list; give a class index, a list of classes, or None")
-            for index in target:
-                mask[:, check(index)] = 1
-        else:
-            mask[:, check(target)] = 1
-        return mask.reshape(mask.shape + (1,) * (output.ndim - 2))
+        """One-hot selection of the explained output(s) of a recorded pass (:func:`target_mask`)."""
+        return target_mask(forward.output, target)
 
     def _start(self, forward, target, conditions, masks):
         """Where the backward starts, and with what relevance.

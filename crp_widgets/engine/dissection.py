@@ -18,7 +18,7 @@ import math
 import numpy as np
 import torch
 
-from .errors import CRPError
+from .errors import CRPError, check_count
 from .inspection import channel_axis
 
 
@@ -208,8 +208,7 @@ def dissect(crp, dataset, layer, masks=None, quantile=0.005, batch_size=32, indi
     crp._layer(layer)
     if not isinstance(quantile, (int, float)) or not 0 < quantile < 1:
         raise CRPError(f"quantile must lie strictly between 0 and 1 (0.005 in Network Dissection), got {quantile!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise CRPError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_count(batch_size, "batch_size must be a positive integer")
     indices = list(range(len(dataset))) if indices is None else [int(i) for i in indices]
     if not indices:
         raise CRPError("nothing to dissect: the dataset (or the given indices) is empty")

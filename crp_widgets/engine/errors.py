@@ -32,3 +32,14 @@ class UnsupportedModelError(CRPError, TypeError):
 
 class ModelForwardError(RuntimeError):
     """The user's model raised inside its own forward pass."""
+
+
+def check_count(value, message, minimum=1):
+    """Return ``value`` if it is an int (not a bool) of at least ``minimum``; else raise ``CRPError(message)``.
+
+    ``message`` names the argument and what it counts (e.g. ``"k must be a positive number of classes"``); the
+    rejected value is appended.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise CRPError(f"{message}, got {value!r}")
+    return value

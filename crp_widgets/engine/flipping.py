@@ -12,7 +12,8 @@ import dataclasses
 
 import torch
 
-from .errors import CRPError
+from .crp import target_mask
+from .errors import CRPError, check_count
 from .inspection import validate_input
 from .interventions import Edit, Scale
 
@@ -174,31 +175,10 @@ def _batch(crp, x):
 
 def _targets(target, logits):
     """A ``[N, K]`` 0/1 selection of the explained output(s): the prediction by default, else like :class:`CRP`."""
-    count, classes = logits.shape
-
-    def check(index):
-        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < classes:
-            raise CRPError(
-                f"class index {index!r} is out of range: the model has {classes} outputs (valid: 0 to {classes - 1})"
-            )
-        return index
-
-    select = torch.zeros(count, classes, dtype=logits.dtype, device=logits.device)
-    if target is None:
-        select[torch.arange(count), logits.argmax(dim=1)] = 1
-    elif isinstance(target, torch.Tensor) or (hasattr(target, "ndim") and hasattr(target, "tolist")):
-        values = torch.as_tensor(target).flatten().tolist()
-        if len(values) != count:
-            raise CRPError(f"a tensor target gives one class per sample: expected {count} classes, got {len(values)}")
-        for row, index in enumerate(values):
-            select[row, check(int(index))] = 1
-    elif isinstance(target, (list, tuple)):
-        if not target:
-            raise CRPError("target is an empty list; give a class index, a list of classes, or None")
-        for index in target:
-            select[:, check(index)] = 1
-    else:
-        select[:, check(target)] = 1
+    if target is not None:
+        return target_mask(logits, target)
+    select = torch.zeros_like(logits)
+    select[torch.arange(len(logits)), logits.argmax(dim=1)] = 1
     return select
 
 
@@ -489,8 +469,7 @@ def filter_flipping(
     """
     orders = _orders(order)
     layer = _layer(crp, layer)
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise CRPError(f"repeats must be a positive int (random orders per sample), got {repeats!r}")
+    check_count(repeats, "repeats must be a positive int (random orders per sample)")
     batch = _batch(crp, x)
     logits = _logits(crp, batch, batch_size=batch_size)
     select = _targets(target, logits)

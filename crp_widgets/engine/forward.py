@@ -11,7 +11,7 @@ from zennit.canonizers import CompositeCanonizer, MergeBatchNorm
 from .audit import FunctionalAudit
 from .composites import rule_plan
 from .errors import CRPError, ModelForwardError, UnsupportedModelError
-from .propagation import Tap, make_hooks, releasing
+from .propagation import Tap, make_hooks, releasing, state_signature
 
 _MODEL_LOCKS = weakref.WeakKeyDictionary()
 _LOCKS_LOCK = threading.Lock()
@@ -127,12 +127,7 @@ class _Merges:
     def _signature(self):
         model = self.model()
         modules = [module for instance in self.instances for module in (*instance.linears, instance.batch_norm)]
-        tensors = [t for module in modules for t in (*module.parameters(recurse=False), *module.buffers(recurse=False))]
-        return (
-            tuple(map(id, model.modules())) if model is not None else None,
-            tuple((id(t), t.data_ptr(), t._version) for t in tensors),
-            tuple(linear.bias is None for instance in self.instances for linear in instance.linears),
-        )
+        return (tuple(map(id, model.modules())) if model is not None else None, state_signature(modules))
 
     def _replay(self):
         """Put the merged tensors back, as ``MergeBatchNorm.merge_batch_norm`` set them."""
@@ -373,28 +368,26 @@ def record_forward(model, input, composite, tap_names, observe=None):
     with canonized(model, composite):
         named = list(model.named_modules())
         modules = dict(named)
-        stack = contextlib.ExitStack()
-        try:
-            if not streamed:
-                stack.enter_context(out_of_place(modules.values()))
-            plan = rule_plan(model, composite, named)
-            hooked = dict.fromkeys(plan)
-            hooked.update({modules[name]: name for name in taps})
-            for module, name in hooked.items():
-                pre_hook, hook = make_hooks(module, plan.get(module), taps.get(name), counter, copy, observe)
-                if pre_hook is not None:
-                    handles.append(module.register_forward_pre_hook(pre_hook))
-                handles.append(module.register_forward_hook(hook))
-            if checker is not None:
-                for module in modules.values():
-                    if module in plan or not any(True for _ in module.children()):
-                        handles.append(module.register_forward_pre_hook(checker.enter, prepend=True))
-                        handles.append(module.register_forward_hook(checker.leave))
-            output = _run(model, leaf, checker)
-        finally:
-            for handle in handles:
-                handle.remove()
-            stack.close()
+        # a streamed pass leaves in-place modules in place (make_hooks gives them an alias)
+        with out_of_place(() if streamed else modules.values()):
+            try:
+                plan = rule_plan(model, composite, named)
+                hooked = dict.fromkeys(plan)
+                hooked.update({modules[name]: name for name in taps})
+                for module, name in hooked.items():
+                    pre_hook, hook = make_hooks(module, plan.get(module), taps.get(name), counter, copy, observe)
+                    if pre_hook is not None:
+                        handles.append(module.register_forward_pre_hook(pre_hook))
+                    handles.append(module.register_forward_hook(hook))
+                if checker is not None:
+                    for module in modules.values():
+                        if module in plan or not any(True for _ in module.children()):
+                            handles.append(module.register_forward_pre_hook(checker.enter, prepend=True))
+                            handles.append(module.register_forward_hook(checker.leave))
+                output = _run(model, leaf, checker)
+            finally:
+                for handle in handles:
+                    handle.remove()
     if checker is not None:
         try:
             _AUDITS[model][composite] = checker.verdict()

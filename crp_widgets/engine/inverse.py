@@ -11,7 +11,7 @@ import dataclasses
 
 import torch
 
-from .errors import CRPError
+from .errors import CRPError, check_count
 from .inspection import channel_axis
 from .interventions import Scale
 
@@ -101,8 +101,7 @@ def classes_using(store, layer, channels, k=5):
     channels = _channel_list(channels)
     for channel in channels:
         store._channel(layer, channel)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise CRPError(f"k must be a positive number of classes, got {k!r}")
+    check_count(k, "k must be a positive number of classes")
     means = store.class_relevance(layer)[channels].sum(dim=0)  # [classes], NaN where never seen
     seen = torch.nonzero(torch.isfinite(means)).flatten()
     order = seen[torch.argsort(means[seen], descending=True, stable=True)][:k]
@@ -131,8 +130,7 @@ def suspicious_region(crp, x, layer, mask, target=None, k=6):
     -------
     SuspiciousRegion
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise CRPError(f"k must be a positive number of channels, got {k!r}")
+    check_count(k, "k must be a positive number of channels")
     if target is None:
         target = int(crp.predict(x).flatten().argmax())
     region = crp.region_relevance(x, layer, mask, target=target)

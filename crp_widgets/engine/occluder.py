@@ -18,7 +18,7 @@ import operator
 import torch
 
 from .crp import CRP
-from .errors import CRPError
+from .errors import CRPError, check_count
 from .forward import model_lock, preserved
 from .inspection import InputSpec, channel_axis, validate_input
 
@@ -207,8 +207,7 @@ def _check_class(cls, outputs):
 
 
 def _batches(x, batch_size):
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise CRPError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_count(batch_size, "batch_size must be a positive integer")
     return torch.split(x, batch_size)
 
 
@@ -299,8 +298,7 @@ def learn_occluder(
     model = _model(model_or_crp)
     x = _images(images, model)
     cls = _check_class(cls, _classes(model, x))
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise CRPError(f"steps must be a positive integer, got {steps!r}")
+    check_count(steps, "steps must be a positive integer")
     lr = _positive("lr", lr)
     l1 = _positive("l1", l1, allow_zero=True)
     if transforms is not None and not isinstance(transforms, Transforms):

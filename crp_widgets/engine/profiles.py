@@ -15,7 +15,7 @@ import dataclasses
 
 import torch
 
-from .errors import CRPError
+from .errors import CRPError, check_count
 from .forward import canonized
 from .inspection import channel_axis
 from .interventions import Scale
@@ -44,8 +44,7 @@ def dataset_labels(dataset):
 
 def class_samples(dataset, per_class=20, classes=None):
     """The first ``per_class`` samples of each class: ``{class: [indices]}`` (classes without samples left out)."""
-    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
-        raise CRPError(f"per_class must be a positive number of samples per class, got {per_class!r}")
+    check_count(per_class, "per_class must be a positive number of samples per class")
     labels = dataset_labels(dataset)
     classes = sorted({int(c) for c in labels.tolist()}) if classes is None else [int(c) for c in classes]
     found = {}
@@ -95,8 +94,7 @@ def channel_integrated_gradients(crp, x, layer, target, steps=16, max_batch=256)
         ``[B, C]``.
     """
     layer = crp._layer(layer)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise CRPError(f"steps must be a positive number of Riemann terms, got {steps!r}")
+    check_count(steps, "steps must be a positive number of Riemann terms")
     model, module = crp.model, crp._modules[layer]
     axis = channel_axis(module)
     batch = x.shape[0]

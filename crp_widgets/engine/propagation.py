@@ -306,15 +306,22 @@ class BasicRule(Propagator):
         return self.rule.reducer(inputs, gradients)
 
 
-def _signature(module, shift=None):
-    """Which parameter tensors a module has, at which version (in-place changes), and the bias ``shift``."""
-    return (
-        *(
-            None if param is None else (id(param), param.data_ptr(), param._version)
-            for param in module._parameters.values()
-        ),
-        shift,
+def state_signature(modules, buffers=True):
+    """Which tensors the modules' parameters (and buffers) are, at which version.
+
+    It changes when a tensor is assigned anew or changed in place: the key of everything computed from them once.
+    """
+    return tuple(
+        None if tensor is None else (id(tensor), tensor.data_ptr(), tensor._version)
+        for module in modules
+        for store in ((module._parameters, module._buffers) if buffers else (module._parameters,))
+        for tensor in store.values()
     )
+
+
+def _signature(module, shift=None):
+    """A module's parameters (:func:`state_signature`) and the bias ``shift`` of a modified forward."""
+    return state_signature((module,), buffers=False), shift
 
 
 def _non_negative(tensor):
@@ -454,8 +461,7 @@ def make_hooks(module, propagator, tap, counter, copy=True, observe=None):
         return None
 
     def hook(module, args, output):
-        arguments = inputs if needs_pre_hook else [args[0]] if args else []
-        input = arguments.pop() if arguments else None
+        input = (inputs.pop() if inputs else None) if needs_pre_hook else (args[0] if args else None)
         if not torch.is_grad_enabled():
             return None
         result = output

@@ -16,7 +16,7 @@ plain forward pass (:meth:`CRP.evaluate`); the cosines are vectorised over (chan
 import numpy as np
 import torch
 
-from .errors import CRPError
+from .errors import CRPError, check_count
 from .inspection import channel_axis
 
 __all__ = ["concept_similarity", "embed", "similar"]
@@ -59,8 +59,7 @@ def concept_similarity(crp, store, datasets, layer, k=8, mode="relevance", targe
         contributes no ``cos(phi)_q.`` term (its row is then ``cos(phi)_.q / 2``); maps that are zero everywhere
         have cosine 0.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise CRPError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_count(batch_size, "batch_size must be a positive integer")
     channels = store._layer(layer)["channels"]
     # X*(k,q) for every channel q, and the distinct samples they need (each is run once).
     samples, pairs_q, pairs_m = {}, [], []
@@ -144,8 +143,7 @@ def similar(rho, channel, k=5):
     channels = rho.shape[0]
     if isinstance(channel, bool) or not isinstance(channel, int) or not 0 <= channel < channels:
         raise CRPError(f"channel {channel!r} is out of range (valid: 0 to {channels - 1})")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise CRPError(f"k must be a positive integer, got {k!r}")
+    check_count(k, "k must be a positive integer")
     row = rho[channel].clone()
     row[channel] = -float("inf")
     order = torch.argsort(row, descending=True, stable=True)[: min(k, channels - 1)]

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from . import topk
-from .errors import CRPError
+from .errors import CRPError, check_count
 
 FORMAT = "crp_widgets.store/1"
 MODES = (("relevance", "sum"), ("relevance", "max"), ("activation", "sum"), ("activation", "max"))
@@ -318,8 +318,7 @@ class Store:
             if isinstance(cls, bool) or not isinstance(cls, int) or not 0 <= cls < self.tables.classes:
                 raise CRPError(f"class {cls!r} is out of range (valid: 0 to {self.tables.classes - 1})")
             table = {f: t[channel, cls] for f, t in self.tables.table(layer, f"class/{mode}/{target}").items()}
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise CRPError(f"k must be a positive number of references, got {k!r}")
+        check_count(k, "k must be a positive number of references")
         spatial = tuple(info["shape"][1:]) if info["channel_axis"] == 1 else ()
         names = [dataset["name"] for dataset in self.manifest["datasets"]]
         result = []

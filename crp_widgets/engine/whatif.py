@@ -12,7 +12,7 @@ import dataclasses
 
 import torch
 
-from .errors import CRPError
+from .errors import CRPError, check_count
 from .inspection import channel_axis, validate_input
 from .interventions import Blend, Scale, layer_mask
 
@@ -239,8 +239,7 @@ def insertion_curve(
     InsertionCurve
     """
     alphas = _alphas(alphas)
-    if isinstance(track, bool) or not isinstance(track, int) or track < 0:
-        raise CRPError(f"track must be a non-negative number of channels, got {track!r}")
+    check_count(track, "track must be a non-negative number of channels", minimum=0)
     layer = crp._layer(layer)
     batch, _ = validate_input(target_x, crp.model, crp._spec)
     donor, _ = validate_input(donor_x, crp.model, crp._spec)

@@ -173,11 +173,9 @@ class ConceptAtlas(Component):
 
         ``explain`` is ``(state.target, state.localization)``: what :meth:`_engine_target` turns into the class.
         """
-        try:
-            key, load = self.session.source(self.state)
-        except Exception as error:  # e.g. a sample index out of range: shown, the widget keeps working
-            self.settle(view, error)
+        if (sample := self.sample_source(view)) is None:
             return None
+        key, load = sample
         conditions = tuple(sorted((name, tuple(channels)) for name, channels in self.state.conditions.items()
                                   if name != self.layer))  # fmt: skip
         target = None if self.state.localization else self.state.target

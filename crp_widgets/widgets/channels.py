@@ -166,11 +166,9 @@ class ChannelSelector(Component):
             self.conditions = {layer: list(channels) for layer, channels in self.state.conditions.items()}
 
     def _rank(self):
-        try:
-            source, load = self.session.source(self.state)
-        except Exception as error:  # a custom input the transform refuses
-            self.settle("ranking", error)
+        if (sample := self.sample_source("ranking")) is None:
             return
+        source, load = sample
         layer, target = self.state.layer, self.state.target
         others = {name: channels for name, channels in self.state.conditions.items() if name != layer}
 

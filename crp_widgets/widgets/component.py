@@ -73,6 +73,18 @@ class Scheduled(traitlets.HasTraits):
 
         return self.session.worker.submit((id(self), view), key, compute, done, fail, self.priority)
 
+    def sample_source(self, view):
+        """``(source, load)`` of the state's sample (:meth:`Session.source`), or ``None`` if it cannot be read.
+
+        Why not (an index out of range, a custom input the session's transform refuses) shows as ``view``'s error;
+        the widget keeps working.
+        """
+        try:
+            return self.session.source(self.state)
+        except Exception as error:
+            self.settle(view, error)
+            return None
+
     def _on_active(self, change):
         if change["new"]:
             deferred, self._deferred = self._deferred, {}

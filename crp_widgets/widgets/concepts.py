@@ -216,11 +216,9 @@ class UserConceptView(Component):
         cv = self.concept
         if cv is None:
             return
-        try:
-            source, load = self.session.source(self.state)
-        except Exception as error:  # a custom input the transform refuses
-            self.settle("maps", error)
+        if (sample := self.sample_source("maps")) is None:
             return
+        source, load = sample
         target, crp = self.state.target, self.session.crp
 
         def compute():

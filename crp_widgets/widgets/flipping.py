@@ -275,11 +275,9 @@ class DecisionView(Panel):
     # --------------------------------------------------------------------------------------------------- compute
 
     def _compute(self):
-        try:
-            source, load = self.session.source(self.state)
-        except Exception as error:  # a custom input the transform cannot read: shown, the widget keeps working
-            self.settle("decision", error)
+        if (sample := self.sample_source("decision")) is None:
             return
+        source, load = sample
         layer, target, scope = self.state.layer, self.state.target, self.scope.value
         count, confident = (int(self.count.value), self.confident.value) if scope == "class" else (None, None)
         steps, repeats = self.steps, self.repeats

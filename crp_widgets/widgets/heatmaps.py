@@ -107,11 +107,9 @@ class ConditionalHeatmaps(Component):
         self._draw_grid()
 
     def _draw_heatmap(self):
-        try:
-            source, load = self.session.source(self.state)
-        except Exception as error:  # a custom input the transform refuses
-            self.settle("heatmap", error)
+        if (sample := self.sample_source("heatmap")) is None:
             return
+        source, load = sample
         target, localization = self.state.target, self.state.localization
         conditions = {name: list(channels) for name, channels in self.state.conditions.items()}
         crp = self.session.crp
@@ -140,11 +138,9 @@ class ConditionalHeatmaps(Component):
         self.schedule("heatmap", key, compute, apply)
 
     def _draw_grid(self):
-        try:
-            source, load = self.session.source(self.state)
-        except Exception as error:  # a custom input the transform refuses
-            self.settle("grid", error)
+        if (sample := self.sample_source("grid")) is None:
             return
+        source, load = sample
         layer, target, localization, k = self.state.layer, self.state.target, self.state.localization, self.top_k
         others = {name: list(channels) for name, channels in self.state.conditions.items() if name != layer}
         selected = list(self.state.conditions.get(layer, []))

@@ -145,11 +145,9 @@ class InverseSearchView(ComputesWhenShown, Panel):
         if source == "channel" and (not layer or channel is None):
             self.set_body(controls, ipywidgets.HTML("<p>Choose a channel (or draw a region on the atlas).</p>"))
             return
-        try:
-            where, load = self.session.source(self.state)
-        except Exception as error:  # a custom input the transform refuses
-            self.settle("inverse", error)
+        if (sample := self.sample_source("inverse")) is None:
             return
+        where, load = sample
         classes, references, k, steps = self.classes, self.references, self.k, self.steps
         crp, session = self.session.crp, self.session
 

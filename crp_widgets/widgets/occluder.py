@@ -176,11 +176,9 @@ class GlobalImportanceView(Panel):
 
     def learn_occluder(self):
         """Learn the occluder of the chosen class on the worker, then compare on ``state.layer``."""
-        try:
-            _, load = self.session.source(self.state)
-        except Exception as error:
-            self.settle("occluder", error)
+        if (sample := self.sample_source("occluder")) is None:
             return
+        _, load = sample
         chosen, layer, target = int(self.cls.value), self.state.layer, self.state.target
         steps, count, l1 = int(self.steps.value), int(self.samples.value), float(self.l1.value)
         self._run += 1
@@ -236,11 +234,9 @@ class GlobalImportanceView(Panel):
         if self.occluder is None or self.state.layer == self.shown_layer:
             return
         occluder, images, layer = self.occluder, self.images, self.state.layer
-        try:
-            source, load = self.session.source(self.state)
-        except Exception as error:
-            self.settle("occluder", error)
+        if (sample := self.sample_source("occluder")) is None:
             return
+        source, load = sample
 
         def compute():
             result = self._scores(occluder, images, occluder.cls, layer)
@@ -254,11 +250,9 @@ class GlobalImportanceView(Panel):
         if self.occluder is None or self.importance is None:
             return
         layer, importance = self.shown_layer, self.importance
-        try:
-            source, load = self.session.source(self.state)
-        except Exception as error:
-            self.settle("meta", error)
+        if (sample := self.sample_source("meta")) is None:
             return
+        source, load = sample
         key = (id(self.session), "occluder-meta", id(self.occluder), layer, source)
         self.schedule("meta", key, lambda: self._meta_map(load()[0], layer, importance), self._show_meta)
 

@@ -233,11 +233,9 @@ class SampleView(Component):
         self.schedule("page", (id(self.session), "page", indices.start, indices.stop), compute, apply)
 
     def _explain(self):
-        try:
-            source, load = self.session.source(self.state)
-        except Exception as error:  # a custom input the transform refuses
-            self.settle("explain", error)
+        if (sample := self.sample_source("explain")) is None:
             return
+        source, load = sample
         target = self.state.target
 
         def compute():

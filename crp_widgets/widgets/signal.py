@@ -217,11 +217,9 @@ class SignalView(Panel):
     # -------------------------------------------------------------------------------------------- computations
 
     def _draw_signal(self):
-        try:
-            source, load = self.session.source(self.state)
-        except Exception as error:  # a custom input the transform refuses
-            self.settle("signal", error)
+        if (sample := self.sample_source("signal")) is None:
             return
+        source, load = sample
         target = self.state.target
         conditions = {name: list(channels) for name, channels in self.state.conditions.items()}
         crp = self.session.crp
@@ -244,11 +242,9 @@ class SignalView(Panel):
         self.schedule("signal", key, compute, apply)
 
     def _draw_channels(self):
-        try:
-            source, load = self.session.source(self.state)
-        except Exception as error:
-            self.settle("channels", error)
+        if (sample := self.sample_source("channels")) is None:
             return
+        source, load = sample
         layer, target, k = self.state.layer, self.state.target, self.top_k
         others = {name: list(channels) for name, channels in self.state.conditions.items() if name != layer}
         selected = list(self.state.conditions.get(layer, []))
