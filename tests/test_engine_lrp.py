@@ -66,6 +66,36 @@ def test_any_zennit_composite_gives_zennit_result(composite):
     assert close(crp.attribute(x, target=4).input_relevance, expected)
 
 
+@pytest.mark.parametrize(
+    "first",
+    [
+        torch.nn.Conv2d(3, 8, 3, padding="same"),
+        torch.nn.Conv2d(3, 8, 3, padding=1, padding_mode="reflect"),
+        torch.nn.Conv2d(3, 6, 3, padding=2, stride=2, dilation=2, groups=3),
+        torch.nn.Conv2d(3, 8, (3, 5), padding=(1, 2), stride=(1, 2)),
+    ],
+    ids=["same", "reflect", "grouped-strided-dilated", "rectangular"],
+)
+def test_every_convolution_geometry_gives_zennit_result(first):
+    """Direct vector-Jacobian products (and the Flat rule's shortcut) hold for every convolution geometry."""
+    torch.manual_seed(3)
+    channels = first.out_channels
+    model = torch.nn.Sequential(
+        first,
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(channels, 8, 3, padding=1, groups=2 if channels % 2 == 0 else 1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(32, 5),
+    ).eval()
+    x = torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(4))
+    for composite in (EpsilonPlusFlat(), EpsilonAlpha2Beta1()):
+        expected = zennit_lrp(model, composite, x, [1, 3])
+        result = CRP(model, composite=composite).attribute(x, target=torch.tensor([1, 3]))
+        assert close(result.input_relevance, expected), describe(composite)
+
+
 def test_resnet_conditions_match_zennit_with_tensor_hook_masks():
     """On a residual net a condition masks relevance only where it passes the layer (shortcuts keep theirs)."""
     model = torchvision_model("resnet18")

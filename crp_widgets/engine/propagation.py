@@ -175,10 +175,57 @@ _ELEMENTWISE_MAPPERS = (Epsilon, ZPlus, AlphaBeta, Gamma, Flat, WSquare, Norm, Z
 _DIRECT = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
 
 
+def _geometry(module):
+    """What a convolution's forward does besides its parameters (``None`` for a linear layer)."""
+    if type(module) is torch.nn.Linear:
+        return None
+    return module.stride, module.padding, module.dilation, module.groups, module.padding_mode
+
+
+def _transpose(module, weight):
+    """The vector-Jacobian product ``(input, grad) -> grad_input`` of ``module``'s operation with ``weight``.
+
+    A branch of the zennit rules in ``_ELEMENTWISE_MAPPERS`` on a plain convolution or linear layer is the module's
+    own operation with modified parameters (its output modifiers are the identity), linear in its input: its
+    vector-Jacobian product is the transposed operation with the branch's weight, computed directly instead of on a
+    local autograd graph, and differentiable with respect to ``grad`` (Eq. 11-12 over all channels at once). With a
+    weight of all ones (the Flat rule, A.3) every input channel receives the same relevance: the output channels are
+    summed first and one input channel is computed. ``None`` for convolutions that pad by other means than zeros or
+    by a string: they keep the local graph.
+    """
+    if type(module) is torch.nn.Linear:
+        return lambda input, grad: grad @ weight
+    if module.padding_mode != "zeros" or isinstance(module.padding, str):
+        return None
+    geometry = (list(module.stride), list(module.padding), list(module.dilation), False, [0] * len(module.stride))
+    groups = module.groups
+    if groups == 1 and bool((weight == 1).all()):
+        single = weight[:1, :1]
+
+        def uniform(input, grad):
+            summed = grad.sum(dim=1, keepdim=True)
+            one = torch.ops.aten.convolution_backward(
+                summed, input[:, :1], single, None, *geometry, 1, [True, False, False]
+            )[0]
+            return one.expand_as(input).contiguous()
+
+        return uniform
+
+    def transpose(input, grad):
+        return torch.ops.aten.convolution_backward(grad, input, weight, None, *geometry, groups, [True, False, False])[
+            0
+        ]
+
+    return transpose
+
+
 class BasicRule(Propagator):
     """A zennit ``BasicHook`` (Epsilon, ZPlus, Flat, AlphaBeta, Gamma, Norm, ...), evaluated as zennit does.
 
-    State per forward: ``[inputs, outputs, factors, uses]`` (``factors``: the cached element-wise mapper factors).
+    State per forward: ``[inputs, outputs, factors, uses, shift, retain, transposes]``. ``factors``: the element-wise
+    mapper factors, computed once (from the second backward pass, or at once for a rule whose every branch has a
+    constant input); ``retain``: the local graphs outlive a last pass; ``transposes``: each branch's direct
+    vector-Jacobian product (:func:`_transpose`), or ``None`` where the branches keep local graphs.
     """
 
     def __init__(self, rule):
@@ -190,71 +237,122 @@ class BasicRule(Propagator):
         self.positive_only = type(rule) is ZPlus
         # z+ >= 0 there, where zennit's stabilizer (sign(0) = +1) is z+ + epsilon: one addition, not six passes.
         self.epsilon = _plain_epsilon(rule) if self.positive_only else None
-        self.parameters = {}  # branch -> (signature of the module's parameters, modified weight, modified bias)
-        self.constants = {}  # branch -> (key, leaf, output) of a branch whose input does not depend on the input
+        # branch -> (key of the module's parameters, modified weight, modified bias, direct vjp or None)
+        self.parameters = {}
+        # branch -> (key, input, output) of a branch whose input does not depend on the input
+        self.constants = {}
+        self.factors = (None, None)  # (key, factors) of a rule whose every branch has a constant input
 
     def prepare(self, module, input, shared=False):
         """Evaluate every branch's modified forward once (input, parameter and output modifiers).
 
         For a non-negative input (as after a ReLU), branches of the negative input part are skipped and, when the
         input may be ``shared``, branches of its positive part use it without a copy. A branch whose input is all
-        ones (the Flat rule, Sec. 2.3.4 and A.3) depends only on the input's shape: its local graph is kept and
-        reused for inputs of that shape.
+        ones (the Flat rule, Sec. 2.3.4 and A.3) depends only on the input's shape: its output, and the mapper's
+        factors when every branch is such, are kept and reused for inputs of that shape. Plain convolutions and
+        linear layers build no local graph (:func:`_transpose`).
         """
         original = input.detach()
         non_negative = self.skippable and _non_negative(original)
         skip = self.skippable if non_negative else ()
         same = self.positive if non_negative and shared else ()
+        direct = type(module) in _DIRECT
         # z+ alone (Eq. 34) on a convolution or linear layer: its stabilizer (+ epsilon, as z+ >= 0) goes into the
         # bias, so that the backward divides by the output without another pass over it
-        shift = self.epsilon if non_negative and self.positive_only and type(module) in _DIRECT else None
-        inputs, outputs, constant = [], [], False
+        shift = self.epsilon if non_negative and self.positive_only and direct else None
+        inputs, outputs, transposes, constants = [], [], [], []
         branches = zip(self.rule.input_modifiers, self.rule.param_modifiers, self.rule.output_modifiers)
         for index, (in_mod, param_mod, out_mod) in enumerate(branches):
             if index in skip:
-                if self.positive_only:
-                    continue
-                inputs.append(0.0)
-                outputs.append(0.0)
+                if not self.positive_only:
+                    inputs.append(0.0)
+                    outputs.append(0.0)
+                    transposes.append(None)
+                    constants.append(None)
                 continue
-            if in_mod is torch.ones_like and type(module) in _DIRECT:
-                key = (tuple(original.shape), original.dtype, original.device, _signature(module, shift))
+            if direct and in_mod is torch.ones_like:
+                key = (
+                    tuple(original.shape),
+                    original.dtype,
+                    original.device,
+                    self._parameters(index, module, param_mod, shift)[0],
+                )
                 cached = self.constants.get(index)
                 if cached is None or cached[0] != key:
-                    leaf = torch.ones_like(original).requires_grad_()
-                    output = out_mod(self._modified_forward(index, module, param_mod, leaf, shift))
-                    cached = self.constants[index] = (key, leaf, output)
-                inputs.append(cached[1])
-                outputs.append(cached[2])
-                constant = True
-                continue
-            # each branch gets its own leaf (an alias where shared), so that its gradient stays its own
-            branch_input = (original.detach() if index in same else in_mod(original)).requires_grad_()
-            outputs.append(out_mod(self._modified_forward(index, module, param_mod, branch_input, shift)))
+                    leaf = torch.ones_like(original)
+                    cached = self.constants[index] = (
+                        key,
+                        leaf,
+                        *self._branch(index, module, param_mod, out_mod, leaf, shift),
+                    )
+                _, branch_input, output, transpose = cached
+                constants.append(key)
+            else:
+                # each branch gets its own input (an alias where shared), so that its gradient stays its own
+                branch_input = original.detach() if index in same else in_mod(original)
+                output, transpose = self._branch(index, module, param_mod, out_mod, branch_input, shift)
+                constants.append(None)
             inputs.append(branch_input)
-        return [inputs, outputs, None, 0, shift, constant]
+            outputs.append(output)
+            transposes.append(transpose)
+        live = [index for index, value in enumerate(inputs) if isinstance(value, torch.Tensor)]
+        local = any(transposes[index] is None for index in live)
+        factors = None
+        if not local and live and all(constants[index] is not None for index in live):
+            if self.factors[0] != constants:
+                reference = outputs[live[0]]
+                with torch.no_grad():
+                    self.factors = (
+                        constants,
+                        _as_tuple(self.rule.gradient_mapper(torch.ones_like(reference), outputs)),
+                    )
+            factors = self.factors[1]
+        # local graphs of constant branches serve every later pass: a last pass must not free them
+        retain = local and any(key is not None for key in constants)
+        return [inputs, outputs, factors, 0, shift, retain, None if local else transposes]
 
-    def _modified_forward(self, index, module, param_mod, input, shift=None):
-        """The module's forward with branch ``index``'s parameter modifier applied (and ``shift`` added to its bias).
+    def _branch(self, index, module, param_mod, out_mod, input, shift):
+        """A branch's output on ``input``, and its direct vector-Jacobian product (:func:`_transpose`).
 
-        For plain convolutions and linear layers the modified parameters are computed once and reused while the
-        module's own parameters are the same tensors at the same version; other modules run under zennit's
-        ``ParamMod`` every time (``shift`` is then ``None``).
+        Where there is none, the output is a local graph from ``input`` (made a leaf requiring gradients).
+        """
+        transpose = self._parameters(index, module, param_mod, shift)[3] if self.elementwise else None
+        if transpose is None:
+            input.requires_grad_()
+            return out_mod(self._modified_forward(index, module, param_mod, input, shift)), None
+        with torch.no_grad():
+            return out_mod(self._modified_forward(index, module, param_mod, input, shift)), transpose
+
+    def _parameters(self, index, module, param_mod, shift):
+        """``(key, weight, bias, transpose)`` of branch ``index`` on a plain convolution or linear layer.
+
+        Computed once and reused while the module's own parameters are the same tensors at the same version.
+        ``None`` for other modules.
         """
         if type(module) not in _DIRECT:
-            with ParamMod.ensure(param_mod)(module) as modified:
-                return modified.forward(input)
-        signature = _signature(module, shift)
+            return None, None, None, None
+        key = (_signature(module, shift), _geometry(module))
         cached = self.parameters.get(index)
-        if cached is None or cached[0] != signature:
+        if cached is None or cached[0] != key:
             with ParamMod.ensure(param_mod)(module) as modified:
                 weight, bias = (None if p is None else p.detach() for p in (modified.weight, modified.bias))
             if shift is not None:
                 bias = (
                     torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device) if bias is None else bias
                 ) + shift
-            cached = self.parameters[index] = (signature, weight, bias)
-        _, weight, bias = cached
+            cached = self.parameters[index] = (key, weight, bias, _transpose(module, weight))
+        return cached
+
+    def _modified_forward(self, index, module, param_mod, input, shift=None):
+        """The module's forward with branch ``index``'s parameter modifier applied (and ``shift`` added to its bias).
+
+        Plain convolutions and linear layers take the cached modified parameters (:meth:`_parameters`); other
+        modules run under zennit's ``ParamMod`` every time (``shift`` is then ``None``).
+        """
+        if type(module) not in _DIRECT:
+            with ParamMod.ensure(param_mod)(module) as modified:
+                return modified.forward(input)
+        _, weight, bias, _ = self._parameters(index, module, param_mod, shift)
         if type(module) is torch.nn.Linear:
             return torch.nn.functional.linear(input, weight, bias)
         return module._conv_forward(input, weight, bias)
@@ -265,13 +363,13 @@ class BasicRule(Propagator):
         A first backward pass applies the mapper itself; later ones multiply by its element-wise factors, computed
         once (the ``k`` backward passes of conditional heatmaps share them).
         """
-        _, outputs, factors, uses, shift, _ = state
+        outputs, factors, uses, shift = state[1:5]
         state[3] = uses + 1
         if self.epsilon is not None and len(outputs) == 1:
             stabilized = outputs[0] if shift is not None else outputs[0] + self.epsilon
             if uses == 0 and shift is not None and _releasing() and not torch.is_grad_enabled():
-                # the last pass reads the stabilized output once: divide into its memory (the local graph's
-                # backward does not read the output)
+                # the last pass reads the stabilized output once: divide into its memory (the backward does not
+                # read the output)
                 stabilized = stabilized.detach()
                 return [torch.div(relevance, stabilized, out=stabilized)]
             if uses == 0:
@@ -279,7 +377,7 @@ class BasicRule(Propagator):
             if factors is None:
                 factors = state[2] = [stabilized.detach().reciprocal()]
             return [relevance * factors[0]]
-        if not self.elementwise or uses == 0:
+        if not self.elementwise or (uses == 0 and factors is None):
             return _as_tuple(self.rule.gradient_mapper(relevance, outputs))
         if factors is None:
             reference = next(output for output in outputs if isinstance(output, torch.Tensor))
@@ -290,16 +388,18 @@ class BasicRule(Propagator):
     def propagate(self, state, relevance):
         """Apply the rule's gradient mapper, the vector-Jacobian products and its reducer."""
         inputs, outputs = state[0], state[1]
+        retain, transposes = state[5], state[6]
         grad_outputs = self._map(state, relevance)
-        retain = state[5]
         if _releasing():
             state.clear()  # the last pass: let the branch outputs go as soon as they are used
-        if self.positive_only and len(inputs) == 1:
-            (grad,) = _vjp(outputs, inputs, grad_outputs[:1], retain)
-            # a fresh tensor: scale it in place unless the result must stay differentiable
-            return inputs[0] * grad if torch.is_grad_enabled() else grad.mul_(inputs[0])
         live = [index for index, value in enumerate(inputs) if isinstance(value, torch.Tensor)]
-        grads = _vjp([outputs[i] for i in live], [inputs[i] for i in live], [grad_outputs[i] for i in live], retain)
+        if transposes is not None:
+            grads = [transposes[i](inputs[i], grad_outputs[i]) for i in live]
+        else:
+            grads = _vjp([outputs[i] for i in live], [inputs[i] for i in live], [grad_outputs[i] for i in live], retain)
+        if self.positive_only and len(inputs) == 1:
+            # a fresh tensor: scale it in place unless the result must stay differentiable
+            return inputs[0] * grads[0] if torch.is_grad_enabled() else grads[0].mul_(inputs[0])
         gradients = [0.0] * len(inputs)
         for index, grad in zip(live, grads):
             gradients[index] = grad
