@@ -81,26 +81,19 @@ class _Merges:
     """The BatchNorm merges one zennit ``MergeBatchNorm`` canonizer made on one model, replayable.
 
     Merging recomputes every merged weight on every pass; on a small model that costs a sizeable part of a whole
-    forward and backward pass. While the model has the same modules and their parameters and buffers are the same
-    tensors at the same version (nothing assigned, nothing changed in place), the merged tensors of the last
-    application are put back instead, and zennit's own ``remove`` restores the originals as before.
+    forward and backward pass. The first application is zennit's own (it merges into the parameters' data and its
+    ``remove`` restores them); its merged values are kept in stand-in tensors. While the model has the same modules
+    and their parameters and buffers are the same tensors at the same version (nothing assigned, nothing changed in
+    place), later applications put the stand-ins in the originals' places in the modules and put the originals back
+    afterwards: the user's tensors are not touched at all.
     """
 
     def __init__(self, model, canonizer):
         self.model = weakref.ref(model)
         self.instances = canonizer.apply(model)
-        # the bias Parameter zennit created for a linear layer without one is kept, so that it stays the same object
-        self.merged = [
-            (
-                [
-                    (linear.weight.data, linear.bias if original is None else linear.bias.data)
-                    for linear, (_, original) in zip(instance.linears, instance.linear_params)
-                ],
-                _identity(instance.batch_norm),
-            )
-            for instance in self.instances
-        ]
-        self.signature = None  # taken on removal, when the originals are back
+        self.swaps = [swap for instance in self.instances for swap in _stand_ins(instance)]
+        self.signature = None  # taken on the first removal, when the originals are back
+        self.replayed = False
 
     @classmethod
     def of(cls, model, canonizer):
@@ -108,43 +101,59 @@ class _Merges:
         cached = _MERGES.setdefault(model, weakref.WeakKeyDictionary())
         merges = cached.get(canonizer)
         if merges is not None and merges.signature is not None and merges.signature == merges._signature():
-            merges._replay()
+            for store, key, _, stand_in in merges.swaps:
+                store[key] = stand_in
+            merges.replayed = True
         else:
             merges = cached[canonizer] = cls(model, canonizer)
         return merges
 
     def apply(self):
-        """The zennit instances to ``remove`` afterwards (the merge is applied)."""
+        """The objects to ``remove`` afterwards (the merge is applied)."""
         return [self] if self.instances else []
 
     def remove(self):
-        """Restore the original parameters (zennit's ``remove``); remember their state after the first application."""
+        """Put the originals back (after the first application: zennit's ``remove``) and remember their state."""
+        if self.replayed:
+            for store, key, original, _ in self.swaps:
+                store[key] = original
+            self.replayed = False
+            return
         for instance in reversed(self.instances):
             instance.remove()
-        if self.signature is None:
-            self.signature = self._signature()
+        self.signature = self._signature()
 
     def _signature(self):
         model = self.model()
         modules = [module for instance in self.instances for module in (*instance.linears, instance.batch_norm)]
         return (tuple(map(id, model.modules())) if model is not None else None, state_signature(modules))
 
-    def _replay(self):
-        """Put the merged tensors back, as ``MergeBatchNorm.merge_batch_norm`` set them."""
-        for instance, (linears, identity) in zip(self.instances, self.merged):
-            for linear, (weight, bias), (_, original_bias) in zip(instance.linears, linears, instance.linear_params):
-                linear.weight.data = weight
-                if original_bias is None:
-                    linear.bias = bias  # zennit's Parameter of the merged bias
-                else:
-                    linear.bias.data = bias
-            for key, value in identity.items():
-                getattr(instance.batch_norm, key).data = value
+
+def _stand_ins(instance):
+    """``(store, key, original, stand-in)`` for every tensor a zennit merge ``instance`` changed, while it is applied.
+
+    A stand-in holds the merged value in a new tensor of the original's kind (a Parameter for a Parameter); a bias
+    zennit created for a linear layer without one is its own stand-in, with ``None`` as the original.
+    """
+    swaps = []
+    for linear, (_, original_bias) in zip(instance.linears, instance.linear_params):
+        swaps.append((linear._parameters, "weight", linear.weight, _like(linear.weight)))
+        if original_bias is None:
+            swaps.append((linear._parameters, "bias", None, linear.bias))
+        else:
+            swaps.append((linear._parameters, "bias", linear.bias, _like(linear.bias)))
+    batch_norm = instance.batch_norm
+    for key in ("weight", "bias", "running_mean", "running_var"):
+        store = batch_norm._parameters if key in batch_norm._parameters else batch_norm._buffers
+        swaps.append((store, key, store[key], _like(store[key])))
+    return swaps
 
 
-def _identity(batch_norm):
-    """The merged BatchNorm's (identity) statistics and affine parameters."""
-    return {key: getattr(batch_norm, key).data for key in ("weight", "bias", "running_mean", "running_var")}
+def _like(tensor):
+    """A new tensor holding ``tensor``'s current data (a Parameter with the same ``requires_grad`` for a Parameter)."""
+    if isinstance(tensor, torch.nn.Parameter):
+        return torch.nn.Parameter(tensor.data, requires_grad=tensor.requires_grad)
+    return tensor.data
 
 
 @contextlib.contextmanager
