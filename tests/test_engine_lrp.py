@@ -47,6 +47,12 @@ def test_unconditioned_heatmap_equals_zennit_lrp(name, build, shape):
     assert close(result.input_relevance, expected), name
     assert result.heatmap.shape == (shape[0], *shape[2:])
     assert close(result.heatmap, expected.sum(1))
+    # a later pass of one sample (the model's forward code audited): z+ computed with the layer's own output
+    one = x[-1:] * 0.5
+    assert close(
+        crp.attribute(one, target=target[-1]).input_relevance,
+        zennit_lrp(model, default_composite(model), one, [target[-1]]),
+    )
 
 
 @pytest.mark.parametrize(
@@ -219,6 +225,46 @@ def test_forward_cache_follows_model_updates():
     second = crp.attribute(x, target=3).heatmap
     assert not torch.allclose(first, second)
     assert torch.allclose(second, CRP(model).attribute(x, target=3).heatmap)
+
+
+def test_forward_cache_is_keyed_by_the_input_content():
+    """Equal content hits the cache (another tensor, a numpy copy); changed or permuted content does not."""
+    from crp_widgets.engine.forward import ForwardPass
+
+    model = small_cnn()
+    crp = CRP(model)
+    recorded = []
+    original = ForwardPass.__init__
+
+    def counting(self, *args, **kwargs):
+        recorded.append(self)
+        original(self, *args, **kwargs)
+
+    # eighths add up exactly in any order: swapping two values keeps every sum the cache key is made of
+    x = torch.randint(0, 9, (3, 16, 16), generator=torch.Generator().manual_seed(5)).float() / 8
+    x[0, 0, 1], x[0, 0, 2] = 0.25, 0.75
+    array = x.numpy().copy()
+    swapped = x.clone()
+    swapped[0, 0, 1], swapped[0, 0, 2] = 0.75, 0.25
+    changed = array.copy()
+    changed[0, 0, 0] += 0.5
+    expected = {
+        name: CRP(model).attribute(value, target=3).heatmap
+        for name, value in [("x", x), ("swapped", swapped), ("changed", torch.from_numpy(changed))]
+    }
+    ForwardPass.__init__ = counting
+    try:
+        assert torch.allclose(crp.attribute(array, target=3).heatmap, expected["x"])
+        assert len(recorded) == 1
+        assert torch.allclose(crp.attribute(x.clone(), target=3).heatmap, expected["x"])
+        assert len(recorded) == 1  # the same content: a cache hit
+        assert torch.allclose(crp.attribute(swapped, target=3).heatmap, expected["swapped"])
+        assert len(recorded) == 2
+        array[0, 0, 0] += 0.5  # changed in place, where torch cannot see it
+        assert torch.allclose(crp.attribute(array, target=3).heatmap, expected["changed"])
+        assert len(recorded) == 3
+    finally:
+        ForwardPass.__init__ = original
 
 
 def test_cached_canonization_and_rule_parameters_follow_every_model_change():

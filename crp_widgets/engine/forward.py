@@ -373,6 +373,7 @@ def record_forward(model, input, composite, tap_names, observe=None):
     checker = FunctionalAudit() if known is None else None
     copy = known is not False  # until the audit says the forward code works in place nowhere, copy layer outputs
     handles = []
+    fused = []
     streamed = observe is not None and not copy
     with canonized(model, composite):
         named = list(model.named_modules())
@@ -383,6 +384,8 @@ def record_forward(model, input, composite, tap_names, observe=None):
                 plan = rule_plan(model, composite, named)
                 hooked = dict.fromkeys(plan)
                 hooked.update({modules[name]: name for name in taps})
+                if not copy and leaf.shape[0] == 1:
+                    _fuse(plan, fused)
                 for module, name in hooked.items():
                     pre_hook, hook = make_hooks(module, plan.get(module), taps.get(name), counter, copy, observe)
                     if pre_hook is not None:
@@ -397,6 +400,8 @@ def record_forward(model, input, composite, tap_names, observe=None):
             finally:
                 for handle in handles:
                     handle.remove()
+                for module in fused:
+                    del module.__dict__["forward"]
     if checker is not None:
         try:
             _AUDITS[model][composite] = checker.verdict()
@@ -409,6 +414,21 @@ def record_forward(model, input, composite, tap_names, observe=None):
             "output scores"
         )
     return ForwardPass(leaf, output, taps)
+
+
+def _fuse(plan, fused):
+    """Give the modules whose rule can compute its branches with the module's output a fused forward.
+
+    The fused forward is an instance attribute for the duration of one pass (see ``BasicRule.fused_forward``);
+    modules that already carry an instance ``forward`` are left alone. The modules changed are appended to
+    ``fused``.
+    """
+    for module, propagator in plan.items():
+        forward = getattr(propagator, "fused_forward", None)
+        forward = forward(module) if forward is not None and "forward" not in module.__dict__ else None
+        if forward is not None:
+            fused.append(module)
+            module.__dict__["forward"] = forward
 
 
 def _run(model, leaf, checker):

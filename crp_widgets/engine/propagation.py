@@ -182,6 +182,13 @@ def _geometry(module):
     return module.stride, module.padding, module.dilation, module.groups, module.padding_mode
 
 
+def _transposable(module):
+    """Whether :func:`_transpose` computes the module's vector-Jacobian product directly."""
+    if type(module) is torch.nn.Linear:
+        return True
+    return type(module) in _DIRECT and module.padding_mode == "zeros" and not isinstance(module.padding, str)
+
+
 def _transpose(module, weight):
     """The vector-Jacobian product ``(input, grad) -> grad_input`` of ``module``'s operation with ``weight``.
 
@@ -193,10 +200,10 @@ def _transpose(module, weight):
     summed first and one input channel is computed. ``None`` for convolutions that pad by other means than zeros or
     by a string: they keep the local graph.
     """
+    if not _transposable(module):
+        return None
     if type(module) is torch.nn.Linear:
         return lambda input, grad: grad @ weight
-    if module.padding_mode != "zeros" or isinstance(module.padding, str):
-        return None
     geometry = (list(module.stride), list(module.padding), list(module.dilation), False, [0] * len(module.stride))
     groups = module.groups
     if groups == 1 and bool((weight == 1).all()):
@@ -242,6 +249,47 @@ class BasicRule(Propagator):
         # branch -> (key, input, output) of a branch whose input does not depend on the input
         self.constants = {}
         self.factors = (None, None)  # (key, factors) of a rule whose every branch has a constant input
+        self.fusions = {}  # module -> (key, weight, bias) of its output and z+ computed by one call
+        self.pending = None  # (input, z+) computed by the module's fused forward, for the next ``prepare``
+
+    def fused_forward(self, module):
+        """A forward for ``module`` that computes its output and z+ (Eq. 34) in one call, or ``None``.
+
+        For ZPlus on a plain convolution or linear layer. A small input (one sample) costs little arithmetic, so
+        each call's fixed cost counts: one call with the output channels of both weights stacked replaces two. For
+        a batch, or an input with negative values (z+ then has two branches), it is the module's own forward.
+        """
+        if self.epsilon is None or not _transposable(module):
+            return None
+        plain = type(module).forward.__get__(module)
+        param_mod = self.rule.param_modifiers[0]
+
+        def forward(input):
+            if not isinstance(input, torch.Tensor) or input.shape[0] != 1 or not _non_negative(input):
+                return plain(input)
+            _, weight, bias = self._fusion(module, param_mod)
+            with torch.no_grad():
+                if type(module) is torch.nn.Linear:
+                    both = torch.nn.functional.linear(input, weight, bias)
+                else:
+                    both = module._conv_forward(input, weight, bias)
+            channels = module.weight.shape[0]
+            self.pending = (input, both[:, channels:])
+            return both[:, :channels]
+
+        return forward
+
+    def _fusion(self, module, param_mod):
+        """The module's (canonized) weight and bias stacked over those of z+ with its stabilizer in the bias."""
+        key, zplus_weight, zplus_bias, _ = self._parameters(0, module, param_mod, self.epsilon)
+        cached = self.fusions.get(module)
+        if cached is None or cached[0] != key:
+            weight = module.weight.detach()
+            bias = torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
+            if module.bias is not None:
+                bias = module.bias.detach()
+            cached = self.fusions[module] = (key, torch.cat([weight, zplus_weight]), torch.cat([bias, zplus_bias]))
+        return cached
 
     def prepare(self, module, input, shared=False):
         """Evaluate every branch's modified forward once (input, parameter and output modifiers).
@@ -253,6 +301,10 @@ class BasicRule(Propagator):
         linear layers build no local graph (:func:`_transpose`).
         """
         original = input.detach()
+        pending, self.pending = self.pending, None
+        if pending is not None and pending[0] is input:
+            # the module's forward computed z+ with its own output (:meth:`fused_forward`)
+            return [[original], [pending[1]], None, 0, self.epsilon, False, [self.parameters[0][3]]]
         non_negative = self.skippable and _non_negative(original)
         skip = self.skippable if non_negative else ()
         same = self.positive if non_negative and shared else ()
