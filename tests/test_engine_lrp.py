@@ -4,9 +4,11 @@ import pytest
 import torch
 from reference import reference
 from zennit.attribution import Gradient
-from zennit.canonizers import SequentialMergeBatchNorm
-from zennit.composites import EpsilonAlpha2Beta1, EpsilonGammaBox, EpsilonPlus, EpsilonPlusFlat
+from zennit.canonizers import Canonizer, SequentialMergeBatchNorm
+from zennit.composites import EpsilonAlpha2Beta1, EpsilonGammaBox, EpsilonPlus, EpsilonPlusFlat, LayerMapComposite
+from zennit.rules import Epsilon, Pass, ZPlus
 from zennit.torchvision import ResNetCanonizer
+from zennit.types import Activation, Convolution, Linear
 from zoo import conv1d_net, small_cnn, torchvision_model
 
 from crp_widgets.engine import CRP, default_composite, describe, explainable_layers
@@ -100,6 +102,41 @@ def test_every_convolution_geometry_gives_zennit_result(first):
         expected = zennit_lrp(model, composite, x, [1, 3])
         result = CRP(model, composite=composite).attribute(x, target=torch.tensor([1, 3]))
         assert close(result.input_relevance, expected), describe(composite)
+
+
+class DoubleBatchNormWeights(Canonizer):
+    """A canonizer that rewrites data (doubles every BatchNorm weight) while it is applied."""
+
+    def apply(self, root_module):
+        instances = []
+        for module in root_module.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                instance = self.copy()
+                instance.register(module)
+                instances.append(instance)
+        return instances
+
+    def register(self, module):
+        self.module, self.original = module, module.weight.data
+        module.weight.data = self.original * 2
+
+    def remove(self):
+        self.module.weight.data = self.original
+
+    def copy(self):
+        return DoubleBatchNormWeights()
+
+
+def test_a_canonizer_that_rewrites_data_is_seen_by_every_later_backward_pass():
+    """Recorded graphs keep the canonized values after the canonizer restored the data (later targets, conditions)."""
+    model = small_cnn()
+    # no rule for BatchNorm layers (EpsilonPlusFlat passes relevance through them): their gradient is used
+    layer_map = [(Activation, Pass()), (Convolution, ZPlus()), (Linear, Epsilon())]
+    composite = LayerMapComposite(layer_map=layer_map, canonizers=[DoubleBatchNormWeights()])
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(6))
+    crp = CRP(model, composite=composite)
+    for target in (2, 7):  # the second is a backward pass on the recorded (cached) forward pass
+        assert close(crp.attribute(x, target=target).input_relevance, zennit_lrp(model, composite, x, [target]))
 
 
 def test_resnet_conditions_match_zennit_with_tensor_hook_masks():

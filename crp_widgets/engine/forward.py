@@ -78,59 +78,55 @@ _MERGES = weakref.WeakKeyDictionary()
 
 
 class _Merges:
-    """The BatchNorm merges one zennit ``MergeBatchNorm`` canonizer made on one model, replayable.
+    """The BatchNorm merges one zennit ``MergeBatchNorm`` canonizer makes on one model, applied by stand-ins.
 
     Merging recomputes every merged weight on every pass; on a small model that costs a sizeable part of a whole
-    forward and backward pass. The first application is zennit's own (it merges into the parameters' data and its
-    ``remove`` restores them); its merged values are kept in stand-in tensors. While the model has the same modules
-    and their parameters and buffers are the same tensors at the same version (nothing assigned, nothing changed in
-    place), later applications put the stand-ins in the originals' places in the modules and put the originals back
-    afterwards: the user's tensors are not touched at all.
+    forward and backward pass. zennit's merge is applied once (it merges into the parameters' data) and removed at
+    once (its ``remove`` restores the data); its merged values are kept in stand-in tensors. Applying the merge puts
+    the stand-ins in the originals' places in the modules, removing it puts the originals back: the user's tensors
+    are never changed, and tensors a recorded graph saved keep their (merged) values after the pass. The stand-ins
+    are reused while the model has the same modules and their parameters and buffers are the same tensors at the
+    same version (nothing assigned, nothing changed in place).
     """
 
     def __init__(self, model, canonizer):
         self.model = weakref.ref(model)
-        self.instances = canonizer.apply(model)
-        self.swaps = [swap for instance in self.instances for swap in _stand_ins(instance)]
-        self.signature = None  # taken on the first removal, when the originals are back
-        self.replayed = False
+        instances = canonizer.apply(model)
+        try:
+            self.swaps = [swap for instance in instances for swap in _stand_ins(instance)]
+            self.modules = [module for instance in instances for module in (*instance.linears, instance.batch_norm)]
+        finally:
+            for instance in reversed(instances):
+                instance.remove()
+        self.signature = self._signature()
 
     @classmethod
     def of(cls, model, canonizer):
-        """The merges of ``canonizer`` on ``model``: the last ones if still valid, else a new application."""
+        """The merges of ``canonizer`` on ``model``: the last ones if still valid, else new ones."""
         cached = _MERGES.setdefault(model, weakref.WeakKeyDictionary())
         merges = cached.get(canonizer)
-        if merges is not None and merges.signature is not None and merges.signature == merges._signature():
-            for store, key, _, stand_in in merges.swaps:
-                store[key] = stand_in
-            merges.replayed = True
-        else:
+        if merges is None or merges.signature != merges._signature():
             merges = cached[canonizer] = cls(model, canonizer)
         return merges
 
     def apply(self):
-        """The objects to ``remove`` afterwards (the merge is applied)."""
-        return [self] if self.instances else []
+        """Put the stand-ins in place; return the objects to ``remove`` afterwards."""
+        for store, key, _, stand_in in self.swaps:
+            store[key] = stand_in
+        return [self] if self.swaps else []
 
     def remove(self):
-        """Put the originals back (after the first application: zennit's ``remove``) and remember their state."""
-        if self.replayed:
-            for store, key, original, _ in self.swaps:
-                store[key] = original
-            self.replayed = False
-            return
-        for instance in reversed(self.instances):
-            instance.remove()
-        self.signature = self._signature()
+        """Put the originals back."""
+        for store, key, original, _ in self.swaps:
+            store[key] = original
 
     def _signature(self):
         model = self.model()
-        modules = [module for instance in self.instances for module in (*instance.linears, instance.batch_norm)]
-        return (tuple(map(id, model.modules())) if model is not None else None, state_signature(modules))
+        return (tuple(map(id, model.modules())) if model is not None else None, state_signature(self.modules))
 
 
 def _stand_ins(instance):
-    """``(store, key, original, stand-in)`` for every tensor a zennit merge ``instance`` changed, while it is applied.
+    """``(store, key, original, stand-in)`` for every tensor a zennit merge ``instance`` changed (while it is applied).
 
     A stand-in holds the merged value in a new tensor of the original's kind (a Parameter for a Parameter); a bias
     zennit created for a linear layer without one is its own stand-in, with ``None`` as the original.
