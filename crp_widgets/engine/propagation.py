@@ -244,6 +244,8 @@ class BasicRule(Propagator):
         self.positive_only = type(rule) is ZPlus
         # z+ >= 0 there, where zennit's stabilizer (sign(0) = +1) is z+ + epsilon: one addition, not six passes.
         self.epsilon = _plain_epsilon(rule) if self.positive_only else None
+        # Epsilon (Eq. 33) with zennit's plain stabilizer: z + epsilon * sign(z), sign(0) = +1, in one operation
+        self.signed = _plain_epsilon(rule) if type(rule) is Epsilon else None
         # branch -> (key of the module's parameters, modified weight, modified bias, direct vjp or None)
         self.parameters = {}
         # branch -> (key, input, output) of a branch whose input does not depend on the input
@@ -417,8 +419,11 @@ class BasicRule(Propagator):
         """
         outputs, factors, uses, shift = state[1:5]
         state[3] = uses + 1
-        if self.epsilon is not None and len(outputs) == 1:
-            stabilized = outputs[0] if shift is not None else outputs[0] + self.epsilon
+        if (self.epsilon is not None or self.signed is not None) and len(outputs) == 1:
+            if self.signed is not None:
+                stabilized = torch.where(outputs[0] >= 0, outputs[0] + self.signed, outputs[0] - self.signed)
+            else:
+                stabilized = outputs[0] if shift is not None else outputs[0] + self.epsilon
             if uses == 0 and shift is not None and _releasing() and not torch.is_grad_enabled():
                 # the last pass reads the stabilized output once: divide into its memory (the backward does not
                 # read the output)
