@@ -363,7 +363,7 @@ class CRP:
             conditions = self._validated_conditions(forward, conditions)
             masks = self._masks(forward, conditions)
             start, grad, _ = self._start(forward, target, conditions, masks)
-            capture = [forward.input] + [forward.tap(name).site for name in record]
+            capture = [forward.input] + [forward.tap(name) for name in record]
             grads = forward.backward(start, grad, capture, masks)
             input_relevance = grads[0].detach()
             heatmap = input_relevance.sum(dim=1) if input_relevance.ndim > 2 else input_relevance
@@ -574,7 +574,7 @@ class CRP:
             parent = relevance * self._mask(forward, layer, [channel])
             parent_relevance = float(parent.sum())
             below = self._masks(forward, conditions)
-            (lower,) = forward.backward(forward.tap(layer).site, parent, [forward.tap(lower_layer).site], below)
+            (lower,) = forward.backward(forward.tap(layer).site, parent, [forward.tap(lower_layer)], below)
             values = _spatial_sum(lower.detach(), channel_axis(self._modules[lower_layer]))[0]
             order = torch.argsort(values, descending=True)[: max(0, int(k))]
             top = values[order]

@@ -231,8 +231,9 @@ class ForwardPass:
             Where the relevance is placed (the output, or a tap's ``site`` to start below that tap's mask).
         grad : torch.Tensor
             The initial relevance, shaped like ``start`` (with a leading dimension of k vectors if ``batched``).
-        capture : list[torch.Tensor]
-            Tensors at which to return the relevance (zeros where none arrives).
+        capture : list[torch.Tensor or Tap]
+            Where to return the relevance (zeros where none arrives): at a tensor, or at a tapped layer, below its mask
+            (a :class:`Tap`, from :meth:`tap`). At a tap's ``output`` the relevance is that before its mask.
         masks : dict[str, torch.Tensor], optional
             Condition masks by layer name, applied at those taps (Eq. 8).
         batched : bool
@@ -261,14 +262,25 @@ class ForwardPass:
             taps = list(self.taps.values())
             for tap in taps:
                 tap.observer = observe
+        # a start at a layer's site is below its mask, also where the tap is the rule's node (``Tap.below``)
+        started = [tap for tap in self.taps.values() if tap.below is not None and tap.site is start]
+        for tap in started:
+            tap.started = True
+        # relevance below the mask of a tap that is a rule's node: the relevance at its site, masked here
+        masked = [isinstance(c, Tap) and c.below is not None for c in capture]
+        tensors = [c.site if isinstance(c, Tap) else c for c in capture]
 
         def run(relevance, *per_slice):
             for name, mask in zip(path_masks, per_slice):
                 self.taps[name].mask = mask
             grads = torch.autograd.grad(
-                start, capture, relevance, retain_graph=not last, allow_unused=True, create_graph=create_graph
+                start, tensors, relevance, retain_graph=not last, allow_unused=True, create_graph=create_graph
             )
-            return tuple(torch.zeros_like(c) if g is None else g for c, g in zip(capture, grads))
+            grads = [torch.zeros_like(c) if g is None else g for c, g in zip(tensors, grads)]
+            for index, tap in enumerate(capture):
+                if masked[index] and tap.mask is not None and not tap.started:
+                    grads[index] = grads[index] * tap.mask
+            return tuple(grads)
 
         try:
             for name, mask in masks.items():
@@ -284,6 +296,8 @@ class ForwardPass:
             for tap in taps:
                 tap.mask = None
                 tap.observer = None
+            for tap in started:
+                tap.started = False
 
     def input_node(self):
         """The autograd node that accumulates the input's gradient."""
@@ -299,19 +313,21 @@ class ForwardPass:
         return self._bypass[name]
 
     def roots(self):
-        """The sites of the taps a backward pass must reach so that it passes every tap (for ``observe``).
+        """What a backward pass must reach so that it passes every tap (the ``capture`` for ``observe``).
 
-        Those whose relevance reaches the input without passing another tap (the lowest layers), and those whose
-        relevance does not reach the input at all.
+        The taps whose relevance reaches the input without passing another tap (the lowest layers), and those whose
+        relevance does not reach the input at all: their sites, or for a tap that is a rule's node, its input.
         """
         taps = [tap for tap in self.taps.values() if tap.calls == 1 and tap.site.grad_fn is not None]
         nodes = {tap.node for tap in taps}
         target = self.input_node()
-        return [
-            tap.site
-            for tap in taps
-            if _reaches(tap.site.grad_fn, target, nodes) or not _reaches(tap.site.grad_fn, target, set())
-        ]
+        roots = []
+        for tap in taps:
+            # the search starts below the tap's mask: at the site's node, or past the tap's own (rule) node
+            start, barriers = (tap.node, nodes - {tap.node}) if tap.below is not None else (tap.site.grad_fn, nodes)
+            if _reaches(start, target, barriers) or not _reaches(start, target, set()):
+                roots.append(tap.site if tap.below is None else tap.below)
+        return roots
 
 
 def _reaches(start, target, barriers):

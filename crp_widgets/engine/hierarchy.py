@@ -85,7 +85,7 @@ def attribution_graph(crp, x, layer, channel, target=None, width=(3, 2), layers=
         root_map = relevance * crp._mask(forward, layer, [channel])
         root_relevance = float(root_map.sum())
         # Relevance of every lower channel conditioned on the root alone: the node values (Fig. 17, parentheses).
-        overall = forward.backward(forward.tap(layer).site, root_map, [forward.tap(n).site for n in levels[1:]], masks)
+        overall = forward.backward(forward.tap(layer).site, root_map, [forward.tap(n) for n in levels[1:]], masks)
         overall = [_per_channel(crp, name, r.detach())[0] for name, r in zip(levels[1:], overall)]
 
         def share(value):
@@ -100,7 +100,7 @@ def attribution_graph(crp, x, layer, channel, target=None, width=(3, 2), layers=
             if heatmaps:
                 for key, heatmap in zip(keys, _input_heatmaps(forward, upper, maps, masks)):
                     nodes[key].heatmap = heatmap
-            (low,) = forward.backward(forward.tap(upper).site, maps, [forward.tap(lower).site], masks, batched=True)
+            (low,) = forward.backward(forward.tap(upper).site, maps, [forward.tap(lower)], masks, batched=True)
             low = low.detach()
             flows = _per_channel(crp, lower, low[:, 0])
             following = {}
@@ -173,7 +173,7 @@ def drill_down(crp, x, path, target=None, k=5, next_layer=None, heatmaps=True, c
                 lower = below[0]
             if forward.tap(lower).order >= forward.tap(name).order:
                 raise CRPError(f"layer {lower!r} does not come before {name!r} in the forward pass")
-            (low,) = forward.backward(forward.tap(name).site, current, [forward.tap(lower).site], masks)
+            (low,) = forward.backward(forward.tap(name).site, current, [forward.tap(lower)], masks)
             low = low.detach()
             values = _per_channel(crp, lower, low)[0]
             top = torch.argsort(values, descending=True)[: int(k)].tolist()

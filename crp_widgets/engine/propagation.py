@@ -515,16 +515,23 @@ def propagator_for(rule):
 
 
 class _Rule(torch.autograd.Function):
-    """Connects a module's output to its input; the backward is the module's LRP rule."""
+    """Connects a module's output to its input; the backward is the module's LRP rule.
+
+    On a tapped layer the same node is also the tap (see :class:`_Tap`): it masks the arriving relevance before the
+    rule redistributes it, so that a tapped layer with a rule costs one node, not two.
+    """
 
     @staticmethod
-    def forward(ctx, input, output_holder, propagator, state):
+    def forward(ctx, input, output_holder, propagator, state, tap=None):
         ctx.propagator, ctx.state = propagator, state
+        ctx.tap = None if tap is None else weakref.ref(tap)
         return output_holder[0]
 
     @staticmethod
     def backward(ctx, relevance):
-        return ctx.propagator.propagate(ctx.state, relevance), None, None, None
+        if ctx.tap is not None:
+            relevance = _pass_tap(ctx.tap(), relevance)
+        return ctx.propagator.propagate(ctx.state, relevance), None, None, None, None
 
 
 class _Tap(torch.autograd.Function):
@@ -541,12 +548,18 @@ class _Tap(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, relevance):
-        tap = ctx.tap()
-        mask = None if tap is None else tap.mask
-        relevance = relevance if mask is None else relevance * mask
-        if tap is not None and tap.observer is not None:
-            tap.observer(tap.name, relevance)
-        return relevance, None, None
+        return _pass_tap(ctx.tap(), relevance), None, None
+
+
+def _pass_tap(tap, relevance):
+    """The relevance passing a tap: masked by its current mask (Eq. 8), shown to its observer."""
+    if tap is None or tap.started:
+        return relevance
+    if tap.mask is not None:
+        relevance = relevance * tap.mask
+    if tap.observer is not None:
+        tap.observer(tap.name, relevance)
+    return relevance
 
 
 @dataclasses.dataclass(eq=False)
@@ -575,6 +588,12 @@ class Tap:
         The version counter of ``site`` when recorded without a copy (an in-place change of the output raises it).
     observer : callable or None
         Called as ``observer(name, relevance)`` with the (masked) relevance passing the tap in a backward pass.
+    below : torch.Tensor or None
+        On a layer with a rule, the tap is the rule's node (``_Rule``): ``site`` and ``output`` are then one tensor,
+        whose gradient is the relevance *before* the mask, and ``below`` is the module input the rule connects to.
+        ``None`` for a tap of its own (``_Tap``), whose ``site`` is below its mask.
+    started : bool
+        The current backward pass starts at this layer's ``site``, below its mask: the tap passes relevance as is.
     """
 
     name: str
@@ -587,6 +606,8 @@ class Tap:
     calls: int = 0
     version: int = None
     observer: object = None
+    below: torch.Tensor = None
+    started: bool = False
 
 
 def make_hooks(module, propagator, tap, counter, copy=True, observe=None):
@@ -629,7 +650,7 @@ def make_hooks(module, propagator, tap, counter, copy=True, observe=None):
                     "LRP rules attach to modules with one tensor input and one tensor output"
                 )
             state = propagator.prepare(module, input, shared=not copy)
-            result = _Rule.apply(input, (output.detach(),), propagator, state)
+            result = _Rule.apply(input, (output.detach(),), propagator, state, tap)
         if tap is not None:
             if not isinstance(result, torch.Tensor):
                 raise UnsupportedModelError(
@@ -644,7 +665,10 @@ def make_hooks(module, propagator, tap, counter, copy=True, observe=None):
             else:
                 tap.activation = result.detach().clone() if copy else result.detach()
                 tap.version = None if copy else result._version
-            result = _Tap.apply(result, (result.detach(),), tap)
+            if propagator is None:
+                result = _Tap.apply(result, (result.detach(),), tap)
+            else:
+                tap.below = input
             tap.output = result
             tap.node = result.grad_fn
         return result
