@@ -13,7 +13,7 @@ import torch
 
 from .composites import default_composite
 from .errors import CRPError
-from .forward import record_forward
+from .forward import model_state, record_forward
 from .inspection import (
     InputSpec,
     LayerInfo,
@@ -24,7 +24,6 @@ from .inspection import (
     validate_input,
 )
 from .interventions import edited, edits_key, evaluate
-from .propagation import state_signature
 from .receptive import FlatComposite, bounding_box
 from .results import Attribution, ChannelRelevance, ReceptiveField, RegionRelevance, Subconcepts
 
@@ -145,8 +144,8 @@ class CRP:
     # ----------------------------------------------------------------------------------------------- forward cache
 
     def _state_key(self):
-        """The model's parameters and buffers: which tensors at which version (in-place changes)."""
-        return state_signature(self.model.modules())
+        """The model's modules, parameters and buffers: which objects, which tensors at which version."""
+        return model_state(self.model)
 
     def _forward(self, x):
         """The recorded forward pass of ``x`` (from the cache when nothing changed), and the unbatched flag."""
@@ -167,7 +166,7 @@ class CRP:
         # make room first: the memory of the pass let go is reused at once, while it is still in the caches
         while len(self._cache) >= self._cache_size:
             self._cache.popitem(last=False)
-        forward = record_forward(self.model, x, self.composite, sorted(self._tapped))
+        forward = record_forward(self.model, x, self.composite, sorted(self._tapped), epoch=key[1])
         if self.vectorize is not None:
             forward.vectorized = bool(self.vectorize)
         # a copy of the input: the recorded one shares the caller's memory, which may change (e.g. numpy arrays)

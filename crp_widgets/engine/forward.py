@@ -6,7 +6,7 @@ import threading
 import weakref
 
 import torch
-from zennit.canonizers import CompositeCanonizer, MergeBatchNorm
+from zennit.canonizers import AttributeCanonizer, CompositeCanonizer, MergeBatchNorm
 
 from .audit import FunctionalAudit
 from .composites import rule_plan
@@ -43,25 +43,35 @@ def preserved(model):
 
 
 @contextlib.contextmanager
-def canonized(model, composite):
+def canonized(model, composite, epoch=None):
     """``model`` under its lock, in eval mode, with ``composite``'s canonizers applied; left as found afterwards.
 
     Activations and relevances are those of the canonized model (A.3): every pass that reads a layer goes here.
     BatchNorm merges are computed once and replayed while the model's modules and parameters are unchanged
-    (:class:`_Merges`).
+    (:class:`_Merges`). ``epoch``: the model's :func:`model_state`, when the caller has it.
     """
     with model_lock(model), preserved(model):
         applied = []
         try:
             for canonizer in _flat(getattr(composite, "canonizers", []) or []):
                 if isinstance(canonizer, MergeBatchNorm):
-                    applied += _Merges.of(model, canonizer).apply()
+                    applied += _Merges.of(model, canonizer, epoch).apply()
                 else:
                     applied += canonizer.apply(model)
             yield model
         finally:
             for canonizer in reversed(applied):
                 canonizer.remove()
+
+
+def _keeps_data(composite):
+    """Whether every canonizer leaves the data of parameters and buffers as it is.
+
+    BatchNorm merges are applied by stand-in tensors (:class:`_Merges`), attribute canonizers replace methods and
+    add modules; other canonizers may rewrite data in every pass.
+    """
+    canonizers = _flat(getattr(composite, "canonizers", []) or [])
+    return all(isinstance(canonizer, (MergeBatchNorm, AttributeCanonizer)) for canonizer in canonizers)
 
 
 def _flat(canonizers):
@@ -99,14 +109,20 @@ class _Merges:
             for instance in reversed(instances):
                 instance.remove()
         self.signature = self._signature()
+        self.epoch = None  # the model state (:func:`model_state`) the merges were last found valid in
 
     @classmethod
-    def of(cls, model, canonizer):
-        """The merges of ``canonizer`` on ``model``: the last ones if still valid, else new ones."""
+    def of(cls, model, canonizer, epoch=None):
+        """The merges of ``canonizer`` on ``model``: the last ones if still valid, else new ones.
+
+        ``epoch``: the model's :func:`model_state`; while it is the same, nothing needs checking.
+        """
         cached = _MERGES.setdefault(model, weakref.WeakKeyDictionary())
         merges = cached.get(canonizer)
-        if merges is None or merges.signature != merges._signature():
+        unchanged = epoch is not None and epoch == getattr(merges, "epoch", None)
+        if merges is None or not (unchanged or merges.signature == merges._signature()):
             merges = cached[canonizer] = cls(model, canonizer)
+        merges.epoch = epoch
         return merges
 
     def apply(self):
@@ -345,7 +361,17 @@ def _reaches(start, target, barriers):
     return False
 
 
-def record_forward(model, input, composite, tap_names, observe=None):
+def model_state(model):
+    """Which modules the model has and which tensors their parameters and buffers are, at which version.
+
+    Changes when a module, a parameter or a buffer is replaced or a tensor is changed in place: the key of
+    everything computed from the model once (the forward cache, BatchNorm merges, modified parameters).
+    """
+    modules = list(model.modules())
+    return tuple(map(id, modules)), state_signature(modules)
+
+
+def record_forward(model, input, composite, tap_names, observe=None, epoch=None):
     """Run one forward pass of ``model`` with ``composite``'s canonizers and rules and taps on ``tap_names``.
 
     The canonizers and hooks are removed before returning; the recorded graph keeps what later backward passes need.
@@ -363,6 +389,9 @@ def record_forward(model, input, composite, tap_names, observe=None):
     observe : callable, optional
         Stream the tapped layers' activations to ``observe(name, activation)`` as each layer runs instead of keeping
         them (reference scans); in-place modules then stay in place where nothing needs their input afterwards.
+    epoch : tuple, optional
+        The model's :func:`model_state` when the caller has it: caches keyed on the model's parameters are then
+        checked once for the whole model instead of module by module.
 
     The first forward pass of a model with a composite also audits its forward code for operations no rule can
     reach (see :mod:`.audit`); the verdict is kept for later passes.
@@ -387,13 +416,17 @@ def record_forward(model, input, composite, tap_names, observe=None):
     handles = []
     fused = []
     streamed = observe is not None and not copy
-    with canonized(model, composite):
+    with canonized(model, composite, epoch):
         named = list(model.named_modules())
         modules = dict(named)
         # a streamed pass leaves in-place modules in place (make_hooks gives them an alias)
         with out_of_place(() if streamed else modules.values()):
             try:
                 plan = rule_plan(model, composite, named)
+                # the canonized parameters follow from the model's own while every canonizer keeps data as it is
+                known_state = epoch if _keeps_data(composite) else None
+                for propagator in plan.values():
+                    propagator.epoch = known_state
                 hooked = dict.fromkeys(plan)
                 hooked.update({modules[name]: name for name in taps})
                 if not copy and leaf.shape[0] == 1:

@@ -24,7 +24,13 @@ from .errors import UnsupportedModelError
 
 
 class Propagator:
-    """How relevance passes one module: ``prepare`` once per forward, ``propagate`` once per backward."""
+    """How relevance passes one module: ``prepare`` once per forward, ``propagate`` once per backward.
+
+    ``epoch``: set before each pass, the model's state (``forward.model_state``) when it determines the module's
+    canonized parameters, else ``None``; caches keyed on parameters may use it instead of checking the module.
+    """
+
+    epoch = None
 
     def admit(self, module):
         """Called before the module runs; raise to refuse a module that cannot be explained."""
@@ -385,7 +391,7 @@ class BasicRule(Propagator):
         """
         if type(module) not in _DIRECT:
             return None, None, None, None
-        key = (_signature(module, shift), _geometry(module))
+        key = (_signature(module, shift) if self.epoch is None else (self.epoch, shift), _geometry(module))
         cached = self.parameters.get(index)
         if cached is None or cached[0] != key:
             with ParamMod.ensure(param_mod)(module) as modified:
