@@ -361,3 +361,33 @@ def test_a_background_scan_shows_partial_results_stops_and_resumes(model, scanne
     resumed = scan(crp, data, LAYERS, tmp_path, background=True, **options).wait(timeout=120)
     assert resumed.complete
     tables_equal(resumed, store)
+
+
+def test_the_model_reads_as_itself_while_another_thread_records_a_pass():
+    """A background pass holds canonized stand-ins in the modules: fingerprints and cache keys wait for it to end."""
+    import threading
+
+    from crp_widgets.engine.store import model_fingerprint
+
+    model = small_cnn()  # BatchNorm merged by the default canonizers
+    expected = model_fingerprint(model)
+    crp, busy = CRP(model), CRP(model)
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(7))
+    first = crp.attribute(x, target=1).heatmap
+    stop = threading.Event()
+
+    def passes():
+        while not stop.is_set():
+            busy.attribute(torch.rand(8, 3, 16, 16), target=2)
+
+    thread = threading.Thread(target=passes)
+    thread.start()
+    try:
+        for _ in range(40):
+            assert model_fingerprint(model) == expected
+            again = crp.attribute(x, target=1).heatmap
+            assert float((again - first).abs().max()) <= 1e-5 * float(first.abs().max())
+            assert len(crp._cache) == 1  # the cached pass, not another under a stand-in state
+    finally:
+        stop.set()
+        thread.join()

@@ -13,7 +13,7 @@ import torch
 
 from .composites import default_composite
 from .errors import CRPError
-from .forward import model_state, record_forward
+from .forward import model_lock, model_state, record_forward
 from .inspection import (
     InputSpec,
     LayerInfo,
@@ -150,7 +150,28 @@ class CRP:
     def _forward(self, x):
         """The recorded forward pass of ``x`` (from the cache when nothing changed), and the unbatched flag."""
         x, unbatched = validate_input(x, self.model, self._spec)
-        key = (
+        # A pass on another thread holds canonized stand-ins in the model, and its state looks different then:
+        # the key is taken under the model's lock. Only while another thread holds it, a cache hit is tried first.
+        lock = model_lock(self.model)
+        free = lock.acquire(blocking=False)
+        try:
+            key = self._key(x)
+            forward = self._cached(key, x)
+            if forward is None and not free:
+                lock.acquire()
+                free = True
+                key = self._key(x)
+                forward = self._cached(key, x)
+            if forward is None:
+                forward = self._record(key, x)
+        finally:
+            if free:
+                lock.release()
+        return forward, unbatched
+
+    def _key(self, x):
+        """The forward cache key: the input's fingerprint, the model's state and what shapes the pass."""
+        return (
             _fingerprint(x),
             self._state_key(),
             id(self.composite),
@@ -158,10 +179,17 @@ class CRP:
             self.vectorize,
             self._edits_key,
         )
+
+    def _cached(self, key, x):
+        """The cached forward pass of ``x`` (its input compared, not only its fingerprint), or ``None``."""
         cached = self._cache.get(key)
-        if cached is not None and torch.equal(cached[0], x):
-            self._cache.move_to_end(key)
-            return cached[1], unbatched
+        if cached is None or not torch.equal(cached[0], x):
+            return None
+        self._cache.move_to_end(key)
+        return cached[1]
+
+    def _record(self, key, x):
+        """Record the forward pass of ``x`` and cache it under ``key``."""
         self._cache.pop(key, None)
         # make room first: the memory of the pass let go is reused at once, while it is still in the caches
         while len(self._cache) >= self._cache_size:
@@ -171,7 +199,7 @@ class CRP:
             forward.vectorized = bool(self.vectorize)
         # a copy of the input: the recorded one shares the caller's memory, which may change (e.g. numpy arrays)
         self._cache[key] = (x.detach().clone(), forward)
-        return forward, unbatched
+        return forward
 
     def edited(self, edits):
         """Compute everything inside the ``with`` block on the model with ``{layer: Edit}`` applied (Sec. 4.1-4.3).
