@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from zoo import random_images, small_cnn
+from zoo import random_images, small_cnn, torchvision_model
 
 from crp_widgets.engine import CRP, CRPError
 from crp_widgets.engine.scan import scan
@@ -124,6 +124,51 @@ def test_a_layer_below_an_in_place_activation_scans_as_brute_force(model, tmp_pa
             assert [r.index for r in refs] == [w[0] for w in want], (layer, channel)
             assert [r.value for r in refs] == pytest.approx([w[1] for w in want], rel=1e-5, abs=1e-12)
             assert [flat(r.neuron, shape) for r in refs] == [w[2] for w in want]
+
+
+class InputReuse(torch.nn.Module):
+    """The second convolution sees the input itself besides the first's output (relevance passes conv1 or not)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(5)
+        self.conv1 = torch.nn.Conv2d(3, 3, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(3, 6, 3, padding=1)
+        self.pool = torch.nn.AdaptiveAvgPool2d(2)
+        self.fc = torch.nn.Linear(24, 10)
+
+    def forward(self, x):
+        h = torch.relu(self.conv1(x))
+        return self.fc(torch.flatten(self.pool(torch.relu(self.conv2(x + h))), 1))
+
+
+RESIDUAL = {
+    "resnet18": (
+        lambda: torchvision_model("resnet18"),
+        ["conv1", "layer1.0.conv2", "layer1.0", "layer2.1.conv1", "layer4.1"],
+    ),
+    "input reuse": (InputReuse, ["conv1", "conv2"]),
+}
+
+
+@pytest.mark.filterwarnings("ignore:the model's forward code adds")
+@pytest.mark.parametrize("name", list(RESIDUAL))
+@pytest.mark.parametrize("mode", [("relevance", "sum"), ("relevance", "max")])
+def test_a_residual_net_with_block_layers_scans_as_brute_force(tmp_path, name, mode):
+    """Relevance reaches the lowest layers both through residual blocks and past them, the blocks are layers too."""
+    build, layers = RESIDUAL[name]
+    model = build().eval()
+    extra = [layer for layer in layers if layer.count(".") == 1]
+    data = random_images(8, seed=4, classes=[str(i) for i in range(10)])
+    store = scan(CRP(model, layers=extra), data, layers, tmp_path, k=3, batch_size=4, progress=False)
+    truth, _ = brute_force(model, data, layers, batch_size=4)
+    for layer in layers:
+        values, positions = truth[layer][mode]
+        for channel in range(0, values.shape[1], 7 if values.shape[1] > 8 else 1):
+            refs = store.references(layer, channel, mode=mode[0], target=mode[1], k=3)
+            want = expected_top(values, positions, channel, 3)
+            assert [r.index for r in refs] == [w[0] for w in want], (layer, channel)
+            assert [r.value for r in refs] == pytest.approx([w[1] for w in want], rel=1e-4, abs=1e-12)
 
 
 def test_class_statistics_equal_brute_force(model, scanned):

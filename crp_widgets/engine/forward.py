@@ -206,6 +206,7 @@ class ForwardPass:
         self.vectorized = input.is_cuda
         self._input_node = None
         self._bypass = {}
+        self._terminal = set()  # merged taps below which an observing pass needs nothing (see ``roots``)
 
     def tap(self, name):
         """Return the tap of layer ``name``, which must have run exactly once."""
@@ -278,13 +279,17 @@ class ForwardPass:
             taps = list(self.taps.values())
             for tap in taps:
                 tap.observer = observe
-        # a start at a layer's site is below its mask, also where the tap is the rule's node (``Tap.below``)
-        started = [tap for tap in self.taps.values() if tap.below is not None and tap.site is start]
+                tap.terminal = tap in self._terminal
+        # a start at a layer's site is below its mask, also where the tap is the rule's node (``Tap.merged``)
+        started = [tap for tap in self.taps.values() if tap.merged and tap.site is start]
         for tap in started:
             tap.started = True
         # relevance below the mask of a tap that is a rule's node: the relevance at its site, masked here
-        masked = [isinstance(c, Tap) and c.below is not None for c in capture]
+        masked = [isinstance(c, Tap) and c.merged for c in capture]
         tensors = [c.site if isinstance(c, Tap) else c for c in capture]
+        if last:
+            for tap in self.taps.values():
+                tap.below = None  # nothing needs the module inputs after this pass: let them go as it proceeds
 
         def run(relevance, *per_slice):
             for name, mask in zip(path_masks, per_slice):
@@ -312,6 +317,7 @@ class ForwardPass:
             for tap in taps:
                 tap.mask = None
                 tap.observer = None
+                tap.terminal = False
             for tap in started:
                 tap.started = False
 
@@ -332,18 +338,37 @@ class ForwardPass:
         """What a backward pass must reach so that it passes every tap (the ``capture`` for ``observe``).
 
         The taps whose relevance reaches the input without passing another tap (the lowest layers), and those whose
-        relevance does not reach the input at all: their sites, or for a tap that is a rule's node, its input.
+        relevance does not reach the input at all: their sites, or for a tap that is a rule's node, its input. Such
+        a tap whose relevance reaches no other tap is terminal in the observing pass: its rule does not run.
         """
         taps = [tap for tap in self.taps.values() if tap.calls == 1 and tap.site.grad_fn is not None]
         nodes = {tap.node for tap in taps}
         target = self.input_node()
         roots = []
+        self._terminal = set()
         for tap in taps:
             # the search starts below the tap's mask: at the site's node, or past the tap's own (rule) node
-            start, barriers = (tap.node, nodes - {tap.node}) if tap.below is not None else (tap.site.grad_fn, nodes)
+            start, barriers = (tap.node, nodes - {tap.node}) if tap.merged else (tap.site.grad_fn, nodes)
             if _reaches(start, target, barriers) or not _reaches(start, target, set()):
-                roots.append(tap.site if tap.below is None else tap.below)
+                roots.append(tap.below if tap.merged else tap.site)
+                if tap.merged and not _reaches_any(tap.node, nodes - {tap.node}):
+                    self._terminal.add(tap)
         return roots
+
+
+def _reaches_any(start, targets):
+    """Whether any of the autograd nodes ``targets`` lies below node ``start``."""
+    seen = set()
+    stack = [node for node, _ in start.next_functions]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        if node in targets:
+            return True
+        seen.add(node)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return False
 
 
 def _reaches(start, target, barriers):

@@ -536,7 +536,10 @@ class _Rule(torch.autograd.Function):
     @staticmethod
     def backward(ctx, relevance):
         if ctx.tap is not None:
-            relevance = _pass_tap(ctx.tap(), relevance)
+            tap = ctx.tap()
+            relevance = _pass_tap(tap, relevance)
+            if tap is not None and tap.terminal:
+                return None, None, None, None, None
         return ctx.propagator.propagate(ctx.state, relevance), None, None, None, None
 
 
@@ -594,12 +597,16 @@ class Tap:
         The version counter of ``site`` when recorded without a copy (an in-place change of the output raises it).
     observer : callable or None
         Called as ``observer(name, relevance)`` with the (masked) relevance passing the tap in a backward pass.
-    below : torch.Tensor or None
+    merged : bool
         On a layer with a rule, the tap is the rule's node (``_Rule``): ``site`` and ``output`` are then one tensor,
-        whose gradient is the relevance *before* the mask, and ``below`` is the module input the rule connects to.
-        ``None`` for a tap of its own (``_Tap``), whose ``site`` is below its mask.
+        whose gradient is the relevance *before* the mask. Otherwise the tap is a node of its own (``_Tap``), and
+        ``site`` is below its mask.
+    below : torch.Tensor or None
+        For a merged tap, the module input the rule connects to (until a last backward pass lets it go).
     started : bool
         The current backward pass starts at this layer's ``site``, below its mask: the tap passes relevance as is.
+    terminal : bool
+        The current backward pass needs nothing below this merged tap: its node masks and observes, and stops.
     """
 
     name: str
@@ -612,8 +619,10 @@ class Tap:
     calls: int = 0
     version: int = None
     observer: object = None
+    merged: bool = False
     below: torch.Tensor = None
     started: bool = False
+    terminal: bool = False
 
 
 def make_hooks(module, propagator, tap, counter, copy=True, observe=None):
@@ -674,7 +683,7 @@ def make_hooks(module, propagator, tap, counter, copy=True, observe=None):
             if propagator is None:
                 result = _Tap.apply(result, (result.detach(),), tap)
             else:
-                tap.below = input
+                tap.merged, tap.below = True, input
             tap.output = result
             tap.node = result.grad_fn
         return result
