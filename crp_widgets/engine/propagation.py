@@ -235,10 +235,11 @@ def _transpose(module, weight):
 class BasicRule(Propagator):
     """A zennit ``BasicHook`` (Epsilon, ZPlus, Flat, AlphaBeta, Gamma, Norm, ...), evaluated as zennit does.
 
-    State per forward: ``[inputs, outputs, factors, uses, shift, retain, transposes]``. ``factors``: the element-wise
-    mapper factors, computed once (from the second backward pass, or at once for a rule whose every branch has a
-    constant input); ``retain``: the local graphs outlive a last pass; ``transposes``: each branch's direct
-    vector-Jacobian product (:func:`_transpose`), or ``None`` where the branches keep local graphs.
+    State per forward: ``[inputs, outputs, factors, uses, shift, retain, transposes, key]``. ``factors``: the
+    element-wise mapper factors, computed once (from the second backward pass; for a rule whose every branch has a
+    constant input, at its first and kept under ``key`` for later passes); ``retain``: the local graphs outlive a
+    last pass; ``transposes``: each branch's direct vector-Jacobian product (:func:`_transpose`), or ``None`` where
+    the branches keep local graphs.
     """
 
     def __init__(self, rule):
@@ -312,7 +313,7 @@ class BasicRule(Propagator):
         pending, self.pending = self.pending, None
         if pending is not None and pending[0] is input:
             # the module's forward computed z+ with its own output (:meth:`fused_forward`)
-            return [[original], [pending[1]], None, 0, self.epsilon, False, [self.parameters[0][3]]]
+            return [[original], [pending[1]], None, 0, self.epsilon, False, [self.parameters[0][3]], None]
         non_negative = self.skippable and _non_negative(original)
         skip = self.skippable if non_negative else ()
         same = self.positive if non_negative and shared else ()
@@ -357,19 +358,13 @@ class BasicRule(Propagator):
             transposes.append(transpose)
         live = [index for index, value in enumerate(inputs) if isinstance(value, torch.Tensor)]
         local = any(transposes[index] is None for index in live)
-        factors = None
-        if not local and live and all(constants[index] is not None for index in live):
-            if self.factors[0] != constants:
-                reference = outputs[live[0]]
-                with torch.no_grad():
-                    self.factors = (
-                        constants,
-                        _as_tuple(self.rule.gradient_mapper(torch.ones_like(reference), outputs)),
-                    )
-            factors = self.factors[1]
+        # every branch constant: the mapper's factors are those of the last such pass (computed at the first use)
+        constant = not local and live and all(constants[index] is not None for index in live)
+        key = constants if constant else None
+        factors = self.factors[1] if constant and self.factors[0] == key else None
         # local graphs of constant branches serve every later pass: a last pass must not free them
         retain = local and any(key is not None for key in constants)
-        return [inputs, outputs, factors, 0, shift, retain, None if local else transposes]
+        return [inputs, outputs, factors, 0, shift, retain, None if local else transposes, key]
 
     def _branch(self, index, module, param_mod, out_mod, input, shift):
         """A branch's output on ``input``, and its direct vector-Jacobian product (:func:`_transpose`).
@@ -440,12 +435,15 @@ class BasicRule(Propagator):
             if factors is None:
                 factors = state[2] = [stabilized.detach().reciprocal()]
             return [relevance * factors[0]]
-        if not self.elementwise or (uses == 0 and factors is None):
+        key = state[7]
+        if not self.elementwise or (uses == 0 and factors is None and key is None):
             return _as_tuple(self.rule.gradient_mapper(relevance, outputs))
         if factors is None:
             reference = next(output for output in outputs if isinstance(output, torch.Tensor))
             with torch.no_grad():
                 factors = state[2] = _as_tuple(self.rule.gradient_mapper(torch.ones_like(reference), outputs))
+            if key is not None:
+                self.factors = (key, factors)
         return [relevance * factor for factor in factors]
 
     def propagate(self, state, relevance):
