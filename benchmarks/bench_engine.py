@@ -33,12 +33,16 @@ def race(candidates, repeats, setup=lambda: None):
     """Best wall time of each ``fn(setup())``, the candidates interleaved in every round.
 
     Interleaving makes the ratios robust to the host's speed drifting between measurements (shared machines).
-    Each round uses a fresh ``setup()`` value; one warm-up round is not counted.
+    Each round uses a fresh ``setup()`` value and starts with the next candidate, so that each follows every other
+    equally often (a candidate run right after another finds the caches filled with that one's code and data);
+    one warm-up round is not counted.
     """
     best = dict.fromkeys(candidates, float("inf"))
+    names = list(candidates)
     for round_ in range(repeats + 1):
         argument = setup()
-        for name, fn in candidates.items():
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+            fn = candidates[name]
             start = time.perf_counter()
             fn(argument)
             elapsed = time.perf_counter() - start
