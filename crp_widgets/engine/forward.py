@@ -331,7 +331,7 @@ class ForwardPass:
     def bypasses(self, name):
         """Whether some relevance reaches the input without passing layer ``name`` (e.g. a residual shortcut)."""
         if name not in self._bypass:
-            self._bypass[name] = _reaches(self.output.grad_fn, self.input_node(), {self.tap(name).node})
+            self._bypass[name] = _reaches(self.output.grad_fn, {self.input_node()}, {self.tap(name).node})
         return self._bypass[name]
 
     def roots(self):
@@ -343,7 +343,7 @@ class ForwardPass:
         """
         taps = [tap for tap in self.taps.values() if tap.calls == 1 and tap.site.grad_fn is not None]
         nodes = {tap.node for tap in taps}
-        target = self.input_node()
+        target = {self.input_node()}
         roots = []
         self._terminal = set()
         for tap in taps:
@@ -351,35 +351,20 @@ class ForwardPass:
             start, barriers = (tap.node, nodes - {tap.node}) if tap.merged else (tap.site.grad_fn, nodes)
             if _reaches(start, target, barriers) or not _reaches(start, target, set()):
                 roots.append(tap.below if tap.merged else tap.site)
-                if tap.merged and not _reaches_any(tap.node, nodes - {tap.node}):
+                if tap.merged and not _reaches(tap.node, nodes - {tap.node}, set()):
                     self._terminal.add(tap)
         return roots
 
 
-def _reaches_any(start, targets):
-    """Whether any of the autograd nodes ``targets`` lies below node ``start``."""
-    seen = set()
-    stack = [node for node, _ in start.next_functions]
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen:
-            continue
-        if node in targets:
-            return True
-        seen.add(node)
-        stack.extend(next_node for next_node, _ in node.next_functions)
-    return False
-
-
-def _reaches(start, target, barriers):
-    """Whether autograd node ``target`` can be reached from node ``start`` without passing any of ``barriers``."""
+def _reaches(start, targets, barriers):
+    """Whether any of the autograd nodes ``targets`` can be reached from node ``start`` without passing ``barriers``."""
     seen = set()
     stack = [start]
     while stack:
         node = stack.pop()
         if node is None or node in barriers or node in seen:
             continue
-        if node is target:
+        if node in targets:
             return True
         seen.add(node)
         stack.extend(next_node for next_node, _ in node.next_functions)

@@ -294,9 +294,7 @@ class BasicRule(Propagator):
         cached = self.fusions.get(module)
         if cached is None or cached[0] != key:
             weight = module.weight.detach()
-            bias = torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
-            if module.bias is not None:
-                bias = module.bias.detach()
+            bias = _bias(weight, None if module.bias is None else module.bias.detach())
             cached = self.fusions[module] = (key, torch.cat([weight, zplus_weight]), torch.cat([bias, zplus_bias]))
         return cached
 
@@ -331,27 +329,20 @@ class BasicRule(Propagator):
                     transposes.append(None)
                     constants.append(None)
                 continue
+            parameters = self._parameters(index, module, param_mod, shift)
             if direct and in_mod is torch.ones_like:
-                key = (
-                    tuple(original.shape),
-                    original.dtype,
-                    original.device,
-                    self._parameters(index, module, param_mod, shift)[0],
-                )
+                key = (tuple(original.shape), original.dtype, original.device, parameters[0])
                 cached = self.constants.get(index)
                 if cached is None or cached[0] != key:
                     leaf = torch.ones_like(original)
-                    cached = self.constants[index] = (
-                        key,
-                        leaf,
-                        *self._branch(index, module, param_mod, out_mod, leaf, shift),
-                    )
+                    branch = self._branch(module, param_mod, out_mod, leaf, parameters)
+                    cached = self.constants[index] = (key, leaf, *branch)
                 _, branch_input, output, transpose = cached
                 constants.append(key)
             else:
                 # each branch gets its own input (an alias where shared), so that its gradient stays its own
                 branch_input = original.detach() if index in same else in_mod(original)
-                output, transpose = self._branch(index, module, param_mod, out_mod, branch_input, shift)
+                output, transpose = self._branch(module, param_mod, out_mod, branch_input, parameters)
                 constants.append(None)
             inputs.append(branch_input)
             outputs.append(output)
@@ -366,17 +357,18 @@ class BasicRule(Propagator):
         retain = local and any(key is not None for key in constants)
         return [inputs, outputs, factors, 0, shift, retain, None if local else transposes, key]
 
-    def _branch(self, index, module, param_mod, out_mod, input, shift):
+    def _branch(self, module, param_mod, out_mod, input, parameters):
         """A branch's output on ``input``, and its direct vector-Jacobian product (:func:`_transpose`).
 
-        Where there is none, the output is a local graph from ``input`` (made a leaf requiring gradients).
+        ``parameters``: the branch's :meth:`_parameters`. Where there is no direct product, the output is a local
+        graph from ``input`` (made a leaf requiring gradients).
         """
-        transpose = self._parameters(index, module, param_mod, shift)[3] if self.elementwise else None
+        transpose = parameters[3] if self.elementwise else None
         if transpose is None:
             input.requires_grad_()
-            return out_mod(self._modified_forward(index, module, param_mod, input, shift)), None
+            return out_mod(self._modified_forward(module, param_mod, input, parameters)), None
         with torch.no_grad():
-            return out_mod(self._modified_forward(index, module, param_mod, input, shift)), transpose
+            return out_mod(self._modified_forward(module, param_mod, input, parameters)), transpose
 
     def _parameters(self, index, module, param_mod, shift):
         """``(key, weight, bias, transpose)`` of branch ``index`` on a plain convolution or linear layer.
@@ -392,22 +384,20 @@ class BasicRule(Propagator):
             with ParamMod.ensure(param_mod)(module) as modified:
                 weight, bias = (None if p is None else p.detach() for p in (modified.weight, modified.bias))
             if shift is not None:
-                bias = (
-                    torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device) if bias is None else bias
-                ) + shift
+                bias = _bias(weight, bias) + shift
             cached = self.parameters[index] = (key, weight, bias, _transpose(module, weight))
         return cached
 
-    def _modified_forward(self, index, module, param_mod, input, shift=None):
-        """The module's forward with branch ``index``'s parameter modifier applied (and ``shift`` added to its bias).
+    def _modified_forward(self, module, param_mod, input, parameters):
+        """The module's forward with a branch's parameter modifier applied.
 
-        Plain convolutions and linear layers take the cached modified parameters (:meth:`_parameters`); other
-        modules run under zennit's ``ParamMod`` every time (``shift`` is then ``None``).
+        Plain convolutions and linear layers take the branch's cached modified ``parameters`` (:meth:`_parameters`,
+        the z+ shift in the bias); other modules run under zennit's ``ParamMod`` every time.
         """
         if type(module) not in _DIRECT:
             with ParamMod.ensure(param_mod)(module) as modified:
                 return modified.forward(input)
-        _, weight, bias, _ = self._parameters(index, module, param_mod, shift)
+        _, weight, bias, _ = parameters
         if type(module) is torch.nn.Linear:
             return torch.nn.functional.linear(input, weight, bias)
         return module._conv_forward(input, weight, bias)
@@ -465,6 +455,11 @@ class BasicRule(Propagator):
         for index, grad in zip(live, grads):
             gradients[index] = grad
         return self.rule.reducer(inputs, gradients)
+
+
+def _bias(weight, bias):
+    """``bias``, or zeros for a layer without one (one per output channel of ``weight``)."""
+    return torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device) if bias is None else bias
 
 
 def state_signature(modules, buffers=True):
