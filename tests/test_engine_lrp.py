@@ -12,6 +12,8 @@ from zennit.types import Activation, Convolution, Linear
 from zoo import conv1d_net, small_cnn, torchvision_model
 
 from crp_widgets.engine import CRP, default_composite, describe, explainable_layers
+from crp_widgets.engine.forward import canonized
+from crp_widgets.engine.propagation import PassRelevance, merged_scale
 
 
 def zennit_lrp(model, composite, x, target):
@@ -102,6 +104,43 @@ def test_every_convolution_geometry_gives_zennit_result(first):
         expected = zennit_lrp(model, composite, x, [1, 3])
         result = CRP(model, composite=composite).attribute(x, target=torch.tensor([1, 3]))
         assert close(result.input_relevance, expected), describe(composite)
+
+
+@pytest.mark.parametrize("bn_rule", ["pass", "gradient"])
+def test_a_merged_batch_norm_runs_as_its_scale_with_zennit_results(bn_rule):
+    """A merged BatchNorm computes ``input * scale`` (no normalization, no rule node): zennit's values bit for bit.
+
+    With Pass (EpsilonPlusFlat) relevance passes it unchanged; without a rule its gradient scales it.
+    """
+    model = small_cnn()
+    if bn_rule == "pass":
+        composite = EpsilonPlusFlat(canonizers=[SequentialMergeBatchNorm()])
+    else:
+        layer_map = [(Activation, Pass()), (Convolution, ZPlus()), (Linear, Epsilon())]
+        composite = LayerMapComposite(layer_map=layer_map, canonizers=[SequentialMergeBatchNorm()])
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(8))
+    crp = CRP(model, composite=composite)
+    for batch in (x, x[:1]):  # a batch, and one sample (z+ and Epsilon computed with the layers' own outputs)
+        result = crp.attribute(batch, target=3, record=["1"])
+        assert close(result.input_relevance, zennit_lrp(model, composite, batch, [3] * len(batch)))
+        captured = []
+        instances = SequentialMergeBatchNorm().apply(model)
+        handle = model[1].register_forward_hook(lambda module, args, output: captured.append(output.detach().clone()))
+        try:
+            with torch.no_grad():
+                model(batch)
+        finally:
+            handle.remove()
+            for instance in instances:
+                instance.remove()
+        assert torch.equal(result.activations["1"], captured[0])
+    # the canonized BatchNorm is found to be a scale, and is one bit for bit; an unmerged one is not
+    propagator = PassRelevance()
+    y = torch.randn(2, 8, 5, 5, generator=torch.Generator().manual_seed(9))
+    with canonized(model, composite):
+        scale = merged_scale(model[1], propagator)
+        assert scale is not None and torch.equal(model[1](y), y * scale.reshape(1, -1, 1, 1))
+    assert merged_scale(model[1], PassRelevance()) is None
 
 
 class DoubleBatchNormWeights(Canonizer):

@@ -19,6 +19,7 @@ from .inspection import (
     LayerInfo,
     channel_axis,
     channel_list,
+    check_finite,
     explainable_layers,
     resolve_layer,
     validate_input,
@@ -34,8 +35,7 @@ def _fingerprint(x):
     Unequal tensors may share one (e.g. equal sums); the cache compares the tensors themselves on a hit.
     """
     flat = x.detach().reshape(-1)
-    sums = torch.stack([flat.sum(), flat[::61].sum()]).tolist()
-    return tuple(x.shape), str(x.dtype), str(x.device), *sums
+    return tuple(x.shape), x.dtype, x.device, float(flat.sum()), float(flat[::61].sum())
 
 
 def _spatial_sum(tensor, axis):
@@ -64,10 +64,28 @@ def target_mask(output, target):
     """One-hot selection ``[B, n]`` of the explained output(s) (A.3: relevance starts at the output value).
 
     ``target``: a class index, a list of classes explained together, or one class per sample (a tensor or array).
+    The mask is read-only: masks of one class index are shared (every heatmap of a class starts with one).
     """
     batch, outputs = output.shape[0], output.shape[1] if output.ndim > 1 else 1
     if output.ndim < 2:
         raise CRPError(f"the model output has shape {tuple(output.shape)}; expected [B, classes]")
+    key = (target, tuple(output.shape), output.dtype, output.device) if type(target) is int else None
+    mask = _TARGET_MASKS.get(key) if key is not None else None
+    if mask is None:
+        mask = _target_mask(output, target, batch, outputs)
+        if key is not None:
+            if len(_TARGET_MASKS) >= 64:
+                _TARGET_MASKS.clear()
+            _TARGET_MASKS[key] = mask
+    return mask
+
+
+# (class index, output shape, dtype, device) -> the mask of :func:`target_mask`
+_TARGET_MASKS = {}
+
+
+def _target_mask(output, target, batch, outputs):
+    """Build the mask of :func:`target_mask`, checking every class index."""
 
     def check(index):
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < outputs:
@@ -149,18 +167,20 @@ class CRP:
 
     def _forward(self, x):
         """The recorded forward pass of ``x`` (from the cache when nothing changed), and the unbatched flag."""
-        x, unbatched = validate_input(x, self.model, self._spec)
+        x, unbatched = validate_input(x, self.model, self._spec, finite=False)
+        fingerprint = _fingerprint(x)
+        check_finite(x, fingerprint[3])
         # A pass on another thread holds canonized stand-ins in the model, and its state looks different then:
         # the key is taken under the model's lock. Only while another thread holds it, a cache hit is tried first.
         lock = model_lock(self.model)
         free = lock.acquire(blocking=False)
         try:
-            key = self._key(x)
+            key = self._key(fingerprint)
             forward = self._cached(key, x)
             if forward is None and not free:
                 lock.acquire()
                 free = True
-                key = self._key(x)
+                key = self._key(fingerprint)
                 forward = self._cached(key, x)
             if forward is None:
                 forward = self._record(key, x)
@@ -169,10 +189,10 @@ class CRP:
                 lock.release()
         return forward, unbatched
 
-    def _key(self, x):
+    def _key(self, fingerprint):
         """The forward cache key: the input's fingerprint, the model's state and what shapes the pass."""
         return (
-            _fingerprint(x),
+            fingerprint,
             self._state_key(),
             id(self.composite),
             frozenset(self._tapped),

@@ -11,7 +11,7 @@ from zennit.canonizers import AttributeCanonizer, CompositeCanonizer, MergeBatch
 from .audit import FunctionalAudit
 from .composites import rule_plan
 from .errors import CRPError, ModelForwardError, UnsupportedModelError
-from .propagation import Tap, make_hooks, releasing, state_signature
+from .propagation import Tap, in_place, make_hooks, releasing, state_signature
 
 _MODEL_LOCKS = weakref.WeakKeyDictionary()
 _LOCKS_LOCK = threading.Lock()
@@ -32,7 +32,7 @@ def model_lock(model):
 @contextlib.contextmanager
 def preserved(model):
     """Evaluate ``model`` in eval mode and leave it exactly as found: modes restored, no hooks, no canonizers."""
-    training = [module for module in model.modules() if module.training]
+    training = [module for module in all_modules(model) if module.training]
     for module in training:
         module.training = False
     try:
@@ -138,7 +138,7 @@ class _Merges:
 
     def _signature(self):
         model = self.model()
-        return (tuple(map(id, model.modules())) if model is not None else None, state_signature(self.modules))
+        return (tuple(map(id, all_modules(model))) if model is not None else None, state_signature(self.modules))
 
 
 def _stand_ins(instance):
@@ -175,7 +175,7 @@ def out_of_place(modules):
     A recorded pass keeps layer outputs for the rules and taps; an in-place module would overwrite them, and copying
     its input first costs a whole extra pass over memory that the out-of-place operation does not.
     """
-    switched = [module for module in modules if getattr(module, "inplace", False) is True]
+    switched = [module for module in modules if in_place(module)]
     try:
         for module in switched:
             module.inplace = False
@@ -377,8 +377,33 @@ def model_state(model):
     Changes when a module, a parameter or a buffer is replaced or a tensor is changed in place: the key of
     everything computed from the model once (the forward cache, BatchNorm merges, modified parameters).
     """
-    modules = list(model.modules())
-    return tuple(map(id, modules)), state_signature(modules)
+    modules = all_modules(model)
+    state = tuple(map(id, modules)), state_signature(modules)
+    # the state found last time when nothing changed: the caches keyed on it then compare it by identity
+    last = _STATES.get(model)
+    if last == state:
+        return last
+    _STATES[model] = state
+    return state
+
+
+# Per model: its last state (:func:`model_state`)
+_STATES = weakref.WeakKeyDictionary()
+
+
+def all_modules(model):
+    """``model`` and its submodules, each once, parents before children (``model.modules()``, in a cheaper walk).
+
+    Every pass takes the model's state: building no names saves most of ``modules()``' cost.
+    """
+    found = [model]
+    seen = {id(model)}
+    for module in found:  # the list grows while it is walked
+        for child in module._modules.values():
+            if child is not None and id(child) not in seen:
+                seen.add(id(child))
+                found.append(child)
+    return found
 
 
 def record_forward(model, input, composite, tap_names, observe=None, epoch=None):
@@ -437,10 +462,9 @@ def record_forward(model, input, composite, tap_names, observe=None, epoch=None)
                 known_state = epoch if _keeps_data(composite) else None
                 for propagator in plan.values():
                     propagator.epoch = known_state
+                plan = _fuse(plan, fused, fuse_branches=not copy and leaf.shape[0] == 1)
                 hooked = dict.fromkeys(plan)
                 hooked.update({modules[name]: name for name in taps})
-                if not copy and leaf.shape[0] == 1:
-                    _fuse(plan, fused)
                 for module, name in hooked.items():
                     pre_hook, hook = make_hooks(module, plan.get(module), taps.get(name), counter, copy, observe)
                     if pre_hook is not None:
@@ -498,19 +522,26 @@ def _attach(module, hook):
     return _Attached(table, key)
 
 
-def _fuse(plan, fused):
-    """Give the modules whose rule can compute its branches with the module's output a fused forward.
+def _fuse(plan, fused, fuse_branches):
+    """Give modules whose rule can use the module's own forward a forward of the rule's; return the plan left.
 
-    The fused forward is an instance attribute for the duration of one pass (see ``BasicRule.fused_forward``);
-    modules that already carry an instance ``forward`` are left alone. The modules changed are appended to
-    ``fused``.
+    A rule's ``native_forward`` computes the module's output such that autograd's gradient of it is the rule: the
+    module leaves the plan (it needs no rule node). With ``fuse_branches`` (one sample, no copies), a rule's
+    ``fused_forward`` computes its branches with the module's output (see ``BasicRule.fused_forward``). The
+    forwards are instance attributes for the duration of one pass; modules that already carry an instance
+    ``forward`` are left alone. The modules changed are appended to ``fused``.
     """
+    left = {}
     for module, propagator in plan.items():
-        forward = getattr(propagator, "fused_forward", None)
-        forward = forward(module) if forward is not None and "forward" not in module.__dict__ else None
+        forward = propagator.native_forward(module)
+        if forward is None:
+            left[module] = propagator
+            if fuse_branches and "forward" not in module.__dict__:
+                forward = propagator.fused_forward(module)
         if forward is not None:
             fused.append(module)
             module.__dict__["forward"] = forward
+    return left
 
 
 def _run(model, leaf, checker):

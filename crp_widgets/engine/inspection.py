@@ -1,6 +1,7 @@
 """Model inspection: the explainable layers of any ``nn.Module``, their shapes and channels, and input checks."""
 
 import dataclasses
+import math
 
 import numpy as np
 import torch
@@ -73,13 +74,26 @@ class InputSpec:
 
 
 def model_tensor(model):
-    """A parameter (or buffer) of the model, giving its dtype and device, or ``None``."""
-    parameter = next(iter(model.parameters()), None)
-    return parameter if parameter is not None else next(iter(model.buffers()), None)
+    """The model's first parameter (else buffer) in ``parameters()`` order, giving its dtype and device, or ``None``.
+
+    Found by a walk of the modules' own tables: every input check asks, and abandoning ``parameters()``' nested
+    generators costs more than the walk.
+    """
+    for store in ("_parameters", "_buffers"):
+        stack = [model]
+        while stack:
+            module = stack.pop()
+            for tensor in getattr(module, store).values():
+                if tensor is not None:
+                    return tensor
+            stack.extend(child for child in reversed(module._modules.values()) if child is not None)
+    return None
 
 
-def validate_input(x, model, spec):
+def validate_input(x, model, spec, finite=True):
     """Check an input and return it batched, with a flag telling whether the caller passed one unbatched sample.
+
+    ``finite=False`` leaves the check for NaN and Inf to the caller (:func:`check_finite`), e.g. to reuse a sum.
 
     Raises
     ------
@@ -123,15 +137,25 @@ def validate_input(x, model, spec):
             f"the input is on device {x.device}, but the model's parameters are on {reference.device}: move one of "
             f"them, e.g. x.to({str(reference.device)!r})"
         )
-    if bool(torch.isfinite(x.sum())):  # NaN and Inf propagate into the sum (one pass, no boolean temporary)
-        return x, unbatched
-    finite = torch.isfinite(x)  # the sum may also overflow
+    if finite:
+        check_finite(x)
+    return x, unbatched
+
+
+def check_finite(x, total=None):
+    """Raise :class:`CRPError` if ``x`` holds NaN or Inf values.
+
+    ``total``: ``x.sum()`` as a float when the caller has it. NaN and Inf propagate into the sum (one pass, no
+    boolean temporary); only a sum that is not finite (or overflowed) makes the element-wise check run.
+    """
+    if math.isfinite(float(x.sum()) if total is None else total):
+        return
+    finite = torch.isfinite(x)
     if not bool(finite.all()):
         nan = int(torch.isnan(x).sum())
         raise CRPError(
             f"the input contains {nan} NaN and {int((~finite).sum()) - nan} infinite values; CRP needs finite inputs"
         )
-    return x, unbatched
 
 
 def resolve_layer(name, modules, valid):

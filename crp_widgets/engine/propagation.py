@@ -18,7 +18,7 @@ import weakref
 
 import torch
 from zennit.core import BasicHook, Hook, ParamMod, Stabilizer
-from zennit.rules import AlphaBeta, Epsilon, Flat, Gamma, Norm, Pass, WSquare, ZBox, ZPlus
+from zennit.rules import AlphaBeta, Epsilon, Flat, Gamma, NoMod, Norm, Pass, WSquare, ZBox, ZPlus
 
 from .errors import UnsupportedModelError
 
@@ -31,6 +31,7 @@ class Propagator:
     """
 
     epoch = None
+    merged = None  # (module, key, scale) of the last :func:`merged_scale` check
 
     def admit(self, module):
         """Called before the module runs; raise to refuse a module that cannot be explained."""
@@ -46,6 +47,14 @@ class Propagator:
         """Return the relevance at the module's input for the ``relevance`` at its output."""
         raise NotImplementedError
 
+    def native_forward(self, module):
+        """A forward whose autograd gradient is this rule (the module then needs no rule node), or ``None``."""
+        return None
+
+    def fused_forward(self, module):
+        """A forward that also computes what ``prepare`` needs on the way (for one sample), or ``None``."""
+        return None
+
 
 class PassRelevance(Propagator):
     """zennit's ``Pass``: the relevance passes element-wise modules unchanged."""
@@ -53,6 +62,51 @@ class PassRelevance(Propagator):
     def propagate(self, state, relevance):
         """Return ``relevance`` as it is."""
         return relevance
+
+    def native_forward(self, module):
+        """For a BatchNorm merged into a scale (:func:`merged_scale`): ``input * scale`` with an identity gradient.
+
+        ``(input * scale).detach() + (input - input.detach())`` is the product bit for bit (finite inputs), and
+        autograd passes the gradient through the sum and difference unchanged: no rule node, no normalization.
+        """
+        scale = merged_scale(module, self)
+        if scale is None:
+            return None
+
+        def forward(input):
+            detached = input.detach()
+            return (detached * scale.reshape((1, -1) + (1,) * (input.ndim - 2))).add_(input - detached)
+
+        return forward
+
+
+def merged_scale(module, propagator):
+    """The per-channel scale a canonized BatchNorm (eval mode) multiplies by, if it only scales; else ``None``.
+
+    zennit's ``MergeBatchNorm`` leaves the BatchNorm an identity up to ``1 / sqrt(1 + eps)``: its output is then
+    ``input * scale`` bit for bit (the eval-mode kernel computes ``input * scale + shift`` with a zero shift). The
+    check is kept in the module's ``propagator`` while the module's parameters and buffers (or the model's state,
+    the propagator's ``epoch``) and ``eps`` stay the same.
+    """
+    if not isinstance(module, torch.nn.modules.batchnorm._BatchNorm) or "forward" in module.__dict__:
+        return None
+    epoch = propagator.epoch
+    key = epoch if epoch is not None else state_signature((module,)), module.eps
+    cached = propagator.merged
+    if cached is not None and cached[0] is module and cached[1] == key:
+        return cached[2]
+    scale = None
+    if module.track_running_stats and module.running_var is not None and module.running_mean is not None:
+        with torch.no_grad():
+            scale = 1 / (module.running_var + module.eps).sqrt()  # as the eval-mode kernel computes it
+            if module.weight is not None:
+                scale = scale * module.weight
+            shift = -module.running_mean * scale
+            if module.bias is not None:
+                shift = shift + module.bias
+        scale = None if shift.any() else scale
+    propagator.merged = module, key, scale
+    return scale
 
 
 @contextlib.contextmanager
@@ -76,15 +130,29 @@ def detached_state(module):
             getattr(module, store_name)[key] = value
 
 
+def in_place(module):
+    """Whether ``module`` is set to work in place (``inplace=True``).
+
+    Read from the instance (or its class): most modules have no such attribute, and ``nn.Module``'s failing lookup
+    builds an exception every time, which a pass over every module would pay for.
+    """
+    value = module.__dict__.get("inplace")
+    return bool(getattr(type(module), "inplace", False) if value is None else value)
+
+
 def _local_forward(module, input):
     """Run ``module.forward`` (no hooks) on a detached leaf copy of ``input``; return ``(leaf, output)``."""
     leaf = input.detach().requires_grad_()
     with detached_state(module):
-        output = module.forward(leaf.clone() if getattr(module, "inplace", False) else leaf)
+        output = module.forward(leaf.clone() if in_place(module) else leaf)
     return leaf, output
 
 
-_RELEASE = threading.local()
+class _Release(threading.local):
+    active = False  # the default on every thread (no failing attribute lookup)
+
+
+_RELEASE = _Release()
 
 
 @contextlib.contextmanager
@@ -98,7 +166,7 @@ def releasing():
 
 
 def _releasing():
-    return getattr(_RELEASE, "active", False)
+    return _RELEASE.active
 
 
 def _vjp(outputs, inputs, grad_outputs, retain=False):
@@ -145,6 +213,13 @@ class BatchNormGradient(Propagator):
     def propagate(self, state, relevance):
         """Scale the relevance channel by channel."""
         return relevance * state
+
+    def native_forward(self, module):
+        """For a BatchNorm merged into a scale (:func:`merged_scale`): ``input * scale``, whose gradient is this rule."""
+        scale = merged_scale(module, self)
+        if scale is None:
+            return None
+        return lambda input: input * scale.reshape((1, -1) + (1,) * (input.ndim - 2))
 
 
 class HookRule(GradientRule):
@@ -259,19 +334,32 @@ class BasicRule(Propagator):
         self.constants = {}
         self.factors = (None, None)  # (key, factors) of a rule whose every branch has a constant input
         self.fusions = {}  # module -> (key, weight, bias) of its output and z+ computed by one call
-        self.pending = None  # (input, z+) computed by the module's fused forward, for the next ``prepare``
+        self.pending = None  # (input, branch output, shift) of the module's fused forward, for the next ``prepare``
 
     def fused_forward(self, module):
-        """A forward for ``module`` that computes its output and z+ (Eq. 34) in one call, or ``None``.
+        """A forward for ``module`` that also computes the rule's branch on the way, or ``None``.
 
-        For ZPlus on a plain convolution or linear layer. A small input (one sample) costs little arithmetic, so
-        each call's fixed cost counts: one call with the output channels of both weights stacked replaces two. For
-        a batch, or an input with negative values (z+ then has two branches), it is the module's own forward.
+        On a plain convolution or linear layer. ZPlus: the output and z+ (Eq. 34) in one call. A small input (one
+        sample) costs little arithmetic, so each call's fixed cost counts: one call with the output channels of both
+        weights stacked replaces two; for a batch, or an input with negative values (z+ then has two branches), it
+        is the module's own forward. Epsilon (Eq. 33) without modified parameters: its branch is the output itself.
         """
-        if self.epsilon is None or not _transposable(module):
+        if not _transposable(module):
             return None
         plain = type(module).forward.__get__(module)
         param_mod = self.rule.param_modifiers[0]
+        if self.signed is not None and type(param_mod) is NoMod and not param_mod.zero_params:
+
+            def same(input):
+                output = plain(input)
+                if isinstance(output, torch.Tensor):
+                    self._parameters(0, module, param_mod, None)
+                    self.pending = (input, output.detach(), None)
+                return output
+
+            return same
+        if self.epsilon is None:
+            return None
 
         def forward(input):
             if not isinstance(input, torch.Tensor) or input.shape[0] != 1 or not _non_negative(input):
@@ -283,7 +371,7 @@ class BasicRule(Propagator):
                 else:
                     both = module._conv_forward(input, weight, bias)
             channels = module.weight.shape[0]
-            self.pending = (input, both[:, channels:])
+            self.pending = (input, both[:, channels:], self.epsilon)
             return both[:, :channels]
 
         return forward
@@ -310,8 +398,8 @@ class BasicRule(Propagator):
         original = input.detach()
         pending, self.pending = self.pending, None
         if pending is not None and pending[0] is input:
-            # the module's forward computed z+ with its own output (:meth:`fused_forward`)
-            return [[original], [pending[1]], None, 0, self.epsilon, False, [self.parameters[0][3]], None]
+            # the module's forward computed the branch with its own output (:meth:`fused_forward`)
+            return [[original], [pending[1]], None, 0, pending[2], False, [self.parameters[0][3]], None]
         non_negative = self.skippable and _non_negative(original)
         skip = self.skippable if non_negative else ()
         same = self.positive if non_negative and shared else ()
@@ -467,12 +555,12 @@ def state_signature(modules, buffers=True):
 
     It changes when a tensor is assigned anew or changed in place: the key of everything computed from them once.
     """
-    return tuple(
-        None if tensor is None else (id(tensor), tensor.data_ptr(), tensor._version)
-        for module in modules
-        for store in ((module._parameters, module._buffers) if buffers else (module._parameters,))
-        for tensor in store.values()
-    )
+    signature = []
+    for module in modules:
+        for store in (module._parameters, module._buffers) if buffers else (module._parameters,):
+            for tensor in store.values():
+                signature.append(None if tensor is None else (id(tensor), tensor.data_ptr(), tensor._version))
+    return tuple(signature)
 
 
 def _signature(module, shift=None):
@@ -481,8 +569,8 @@ def _signature(module, shift=None):
 
 
 def _non_negative(tensor):
-    """Whether no element of ``tensor`` is negative (one reduction, no boolean temporary)."""
-    return tensor.numel() == 0 or bool(tensor.min() >= 0)
+    """Whether no element of ``tensor`` is negative (one reduction, no boolean temporary; NaN counts as negative)."""
+    return tensor.numel() == 0 or float(tensor.detach().min()) >= 0
 
 
 def _plain_epsilon(rule):
@@ -632,8 +720,8 @@ def make_hooks(module, propagator, tap, counter, copy=True, observe=None):
     """
     inputs = []  # the module's inputs as they came, one per call in progress (modules may be reused)
     admits = propagator is not None and type(propagator).admit is not Propagator.admit
-    in_place = bool(getattr(module, "inplace", False))
-    needs_pre_hook = admits or in_place
+    copies = in_place(module)
+    needs_pre_hook = admits or copies
     alias = observe is not None and not copy and (propagator is None or type(propagator) is PassRelevance)
 
     def pre_hook(module, args):
@@ -642,7 +730,7 @@ def make_hooks(module, propagator, tap, counter, copy=True, observe=None):
         inputs.append(args[0] if args else None)
         # A module working in place would overwrite a tensor that a rule or a tap keeps: give it a copy. The rule
         # connects the output to the input as it came, not to the copy (whose history the in-place op rewrites).
-        if in_place and args and isinstance(args[0], torch.Tensor):
+        if copies and args and isinstance(args[0], torch.Tensor):
             return (args[0].detach() if alias else args[0].clone(), *args[1:])
         return None
 
