@@ -12,6 +12,7 @@ from zennit.types import Activation, Convolution, Linear
 from zoo import conv1d_net, small_cnn, torchvision_model
 
 from crp_widgets.engine import CRP, default_composite, describe, explainable_layers
+from crp_widgets.engine.errors import UnsupportedModelError
 from crp_widgets.engine.forward import canonized
 from crp_widgets.engine.propagation import PassRelevance, merged_scale
 
@@ -364,6 +365,15 @@ def test_cached_canonization_and_rule_parameters_follow_every_model_change():
     model[4].weight = torch.nn.Parameter(torch.randn_like(model[4].weight))  # a new weight
     check(x)
     check(torch.rand(2, 3, 24, 24))  # another input shape for the Flat rule's cached pass
+    model[5] = torch.nn.Tanh()  # a module replaced: the pass's layout (modules, rules, forwards) is found anew
+    check(x)
+    model[5] = torch.nn.GroupNorm(2, 8)  # a module no rule explains
+    with pytest.raises(UnsupportedModelError, match="GroupNorm"):
+        crp.attribute(x, target=3)
+    model[5] = torch.nn.ReLU()
+    check(x)
+    model[1] = torch.nn.Identity()  # the BatchNorm removed: no merge, no scale in its place
+    check(x)
 
 
 def test_a_recorded_forward_pass_is_freed_by_reference_counting():

@@ -30,9 +30,12 @@ def model_lock(model):
 
 
 @contextlib.contextmanager
-def preserved(model):
-    """Evaluate ``model`` in eval mode and leave it exactly as found: modes restored, no hooks, no canonizers."""
-    training = [module for module in all_modules(model) if module.training]
+def preserved(model, modules=None):
+    """Evaluate ``model`` in eval mode and leave it exactly as found: modes restored, no hooks, no canonizers.
+
+    ``modules``: all of the model's modules, when the caller has them.
+    """
+    training = [module for module in (all_modules(model) if modules is None else modules) if module.training]
     for module in training:
         module.training = False
     try:
@@ -43,14 +46,15 @@ def preserved(model):
 
 
 @contextlib.contextmanager
-def canonized(model, composite, epoch=None):
+def canonized(model, composite, epoch=None, modules=None):
     """``model`` under its lock, in eval mode, with ``composite``'s canonizers applied; left as found afterwards.
 
     Activations and relevances are those of the canonized model (A.3): every pass that reads a layer goes here.
     BatchNorm merges are computed once and replayed while the model's modules and parameters are unchanged
-    (:class:`_Merges`). ``epoch``: the model's :func:`model_state`, when the caller has it.
+    (:class:`_Merges`). ``epoch``: the model's :func:`model_state`, and ``modules``: all its modules, when the
+    caller has them.
     """
-    with model_lock(model), preserved(model):
+    with model_lock(model), preserved(model, modules):
         applied = []
         try:
             for canonizer in _flat(getattr(composite, "canonizers", []) or []):
@@ -117,7 +121,9 @@ class _Merges:
 
         ``epoch``: the model's :func:`model_state`; while it is the same, nothing needs checking.
         """
-        cached = _MERGES.setdefault(model, weakref.WeakKeyDictionary())
+        cached = _MERGES.get(model)
+        if cached is None:
+            cached = _MERGES[model] = weakref.WeakKeyDictionary()
         merges = cached.get(canonizer)
         unchanged = epoch is not None and epoch == getattr(merges, "epoch", None)
         if merges is None or not (unchanged or merges.signature == merges._signature()):
@@ -438,7 +444,10 @@ def record_forward(model, input, composite, tap_names, observe=None, epoch=None)
     leaf = input.detach().requires_grad_()
     taps = {name: Tap(name) for name in tap_names}
     counter = itertools.count()
-    known = _AUDITS.setdefault(model, weakref.WeakKeyDictionary()).get(composite)
+    audits = _AUDITS.get(model)
+    if audits is None:
+        audits = _AUDITS[model] = weakref.WeakKeyDictionary()
+    known = audits.get(composite)
     if known is None and leaf.shape[0] > 1:
         # audit on one sample: the audited pass copies every layer output, which a large batch pays dearly for
         with contextlib.suppress(ModelForwardError):  # the model may need the whole batch: audit on it below
@@ -451,18 +460,15 @@ def record_forward(model, input, composite, tap_names, observe=None, epoch=None)
     handles = []
     fused = []
     streamed = observe is not None and not copy
-    with canonized(model, composite, epoch):
-        named = list(model.named_modules())
-        modules = dict(named)
+    layout = _Layout.current(model, composite, epoch)
+    with canonized(model, composite, epoch, None if layout is None else layout.all):
+        if layout is None:
+            layout = _Layout.of(model, composite, epoch)
+        modules = layout.modules
         # a streamed pass leaves in-place modules in place (make_hooks gives them an alias)
-        with out_of_place(() if streamed else modules.values()):
+        with out_of_place(() if streamed else layout.in_place):
             try:
-                plan = rule_plan(model, composite, named)
-                # the canonized parameters follow from the model's own while every canonizer keeps data as it is
-                known_state = epoch if _keeps_data(composite) else None
-                for propagator in plan.values():
-                    propagator.epoch = known_state
-                plan = _fuse(plan, fused, fuse_branches=not copy and leaf.shape[0] == 1)
+                plan = layout.fuse(fused, fuse_branches=not copy and leaf.shape[0] == 1)
                 hooked = dict.fromkeys(plan)
                 hooked.update({modules[name]: name for name in taps})
                 for module, name in hooked.items():
@@ -493,6 +499,76 @@ def record_forward(model, input, composite, tap_names, observe=None, epoch=None)
             "output scores"
         )
     return ForwardPass(leaf, output, taps)
+
+
+class _Layout:
+    """The canonized model as a pass sees it: its modules by name, those working in place, the rules' plan.
+
+    Kept per model and composite while the model's state (:func:`model_state`) is the same object, for
+    composites whose canonizers add no modules (BatchNorm merges, which swap tensors only); else built per pass.
+    Built inside the canonized model.
+    """
+
+    def __init__(self, model, composite, epoch):
+        named = list(model.named_modules())
+        self.epoch = epoch
+        self.modules = dict(named)
+        self.all = list(self.modules.values())
+        self.in_place = [module for module in self.all if in_place(module)]
+        self.plan = rule_plan(model, composite, named)
+        # the canonized parameters follow from the model's own while every canonizer keeps data as it is
+        self.known_state = epoch if _keeps_data(composite) else None
+        self.forwards = {}  # fuse_branches -> (plan left, [(module, forward)]) of :meth:`fuse`
+
+    @staticmethod
+    def _keeps_structure(composite, epoch):
+        canonizers = _flat(getattr(composite, "canonizers", []) or [])
+        return epoch is not None and all(isinstance(canonizer, MergeBatchNorm) for canonizer in canonizers)
+
+    @classmethod
+    def current(cls, model, composite, epoch):
+        """The layout kept for ``epoch``, or ``None``."""
+        layout = _LAYOUTS.get(model, {}).get(composite)
+        return layout if layout is not None and epoch is not None and layout.epoch is epoch else None
+
+    @classmethod
+    def of(cls, model, composite, epoch):
+        """A new layout, kept for later passes where the canonizers add no modules."""
+        layout = cls(model, composite, epoch)
+        if cls._keeps_structure(composite, epoch):
+            layouts = _LAYOUTS.get(model)
+            if layouts is None:
+                layouts = _LAYOUTS[model] = weakref.WeakKeyDictionary()
+            layouts[composite] = layout
+        else:
+            layout.epoch = None  # never current
+        return layout
+
+    def fuse(self, fused, fuse_branches):
+        """Install the rules' forwards (:func:`_fuse`, found once per kept layout); return the plan left for hooks.
+
+        The modules given a forward are appended to ``fused``.
+        """
+        for propagator in self.plan.values():
+            propagator.epoch = self.known_state
+        found = self.forwards.get(fuse_branches)
+        if found is not None and any("forward" in module.__dict__ for module, _ in found[1]):
+            found = None  # a forward of the user's own (an instance attribute) came: decide anew
+        if found is None:
+            start = len(fused)
+            left = _fuse(self.plan, fused, fuse_branches)
+            if self.epoch is not None:
+                self.forwards[fuse_branches] = left, [(module, module.__dict__["forward"]) for module in fused[start:]]
+            return left
+        left, forwards = found
+        for module, forward in forwards:
+            module.__dict__["forward"] = forward
+            fused.append(module)
+        return left
+
+
+# Per model and composite: the last :class:`_Layout`
+_LAYOUTS = weakref.WeakKeyDictionary()
 
 
 # keys of hooks attached by ``_attach``: negative, so that they never meet torch's own (counting up from zero)
