@@ -245,6 +245,27 @@ def snapshot(model):
     }
 
 
+def test_the_users_hooks_and_instance_forwards_run_and_stay():
+    """Rules run around a forward the user set on a module instance and after the user's own hooks; both stay."""
+    model = small_cnn()
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(11))
+    inputs = [(y, zennit_lrp(model, default_composite(model), y, [3])) for y in (x, x * 0.5)]
+    calls = []
+    own_forward = model[4].forward  # a bound method set as an instance attribute: the same computation
+    model[4].forward = lambda input: calls.append("forward") or own_forward(input)
+    instance_forward = model[4].forward
+    handle = model[6].register_forward_hook(lambda module, args, output: calls.append("hook"))
+    try:
+        crp = CRP(model)
+        for y, expected in inputs:  # the audited first pass, and a later one
+            assert close(crp.attribute(y, target=3).input_relevance, expected)
+        assert calls.count("forward") >= 2 and calls.count("hook") >= 2
+        assert model[4].forward is instance_forward and list(model[6]._forward_hooks) == [handle.id]
+        assert all("forward" not in vars(module) for i, module in enumerate(model) if i != 4)
+    finally:
+        handle.remove()
+
+
 @pytest.mark.parametrize("name", ["resnet18", "vgg16_bn"])
 def test_model_is_left_exactly_as_found(name):
     model = torchvision_model(name)

@@ -6,6 +6,7 @@ import threading
 import weakref
 
 import torch
+import torch.nn.modules.module as _module_hooks
 from zennit.canonizers import AttributeCanonizer, CompositeCanonizer, MergeBatchNorm
 
 from .audit import FunctionalAudit
@@ -475,7 +476,7 @@ def record_forward(model, input, composite, tap_names, observe=None, epoch=None)
                     pre_hook, hook = make_hooks(module, plan.get(module), taps.get(name), counter, copy, observe)
                     if pre_hook is not None:
                         handles.append(module.register_forward_pre_hook(pre_hook))
-                    handles.append(_attach(module, hook))
+                    handles.append(_attach(module, hook, wrap=checker is None and pre_hook is None))
                 if checker is not None:
                     for module in modules.values():
                         if module in plan or not any(True for _ in module.children()):
@@ -483,7 +484,7 @@ def record_forward(model, input, composite, tap_names, observe=None, epoch=None)
                             handles.append(module.register_forward_hook(checker.leave))
                 output = _run(model, leaf, checker)
             finally:
-                for handle in handles:
+                for handle in reversed(handles):  # a wrapped forward restores the one it wrapped
                     handle.remove()
                 for module in fused:
                     del module.__dict__["forward"]
@@ -588,8 +589,70 @@ class _Attached:
         self.table.pop(self.key, None)
 
 
-def _attach(module, hook):
-    """Attach a forward hook for one pass; a pass attaches one per hooked module, so its cost counts."""
+class _Wrapped:
+    """A forward hook run by a forward set on the module instance for one pass, around its own forward.
+
+    A module without hooks is called on torch's fast path; a hook makes every call take the slow one, which costs
+    more than the hook itself. While the hook runs, the module's forward is the one it had (rules call it).
+    """
+
+    __slots__ = ("module", "previous", "wrapper")
+
+    def __init__(self, module, hook):
+        self.module = module
+        self.previous = previous = module.__dict__.get("forward")
+        inner = previous if previous is not None else type(module).forward.__get__(module)
+        own = module.__dict__
+        # the wrapper puts itself back after the hook: it reads itself from this list, emptied by ``remove`` (no
+        # reference cycle outlives the pass: the hook holds the pass's taps)
+        self.wrapper = wrapper = []
+
+        def forward(*args, **kwargs):
+            output = inner(*args, **kwargs)
+            if previous is None:
+                del own["forward"]
+            else:
+                own["forward"] = previous
+            try:
+                result = hook(module, args, output)
+            finally:
+                own["forward"] = wrapper[0]
+            return output if result is None else result
+
+        wrapper.append(forward)
+        own["forward"] = forward
+
+    def remove(self):
+        """Put the module's forward back as it was."""
+        self.wrapper.clear()
+        if self.previous is None:
+            self.module.__dict__.pop("forward", None)
+        else:
+            self.module.__dict__["forward"] = self.previous
+
+
+def _hooked(module):
+    """Whether ``module`` has hooks of its own, or global module hooks are registered."""
+    own = (module._forward_hooks, module._forward_pre_hooks, module._backward_hooks, module._backward_pre_hooks)
+    return any(own) or any(getattr(_module_hooks, name, None) for name in _GLOBAL_HOOKS)
+
+
+_GLOBAL_HOOKS = (
+    "_global_forward_hooks",
+    "_global_forward_pre_hooks",
+    "_global_backward_hooks",
+    "_global_backward_pre_hooks",
+)
+
+
+def _attach(module, hook, wrap=False):
+    """Attach a forward hook for one pass; a pass attaches one per hooked module, so its cost counts.
+
+    ``wrap``: the hook may run inside the module's forward (:class:`_Wrapped`) where the module has no hooks of its
+    own that the order of hooks could matter to.
+    """
+    if wrap and not _hooked(module):
+        return _Wrapped(module, hook)
     table = getattr(module, "_forward_hooks", None)
     if not isinstance(table, dict):  # a torch without the table: the public way
         return module.register_forward_hook(hook)
