@@ -470,13 +470,16 @@ def record_forward(model, input, composite, tap_names, observe=None, epoch=None)
         with out_of_place(() if streamed else layout.in_place):
             try:
                 plan = layout.fuse(fused, fuse_branches=not copy and leaf.shape[0] == 1)
+                # hooks may run inside the modules' forwards (:class:`_Wrapped`) unless they are audited or global
+                # module hooks are registered, whose order relative to the pass's hooks could matter
+                wrap = checker is None and not any(getattr(_module_hooks, name, None) for name in _GLOBAL_HOOKS)
                 hooked = dict.fromkeys(plan)
                 hooked.update({modules[name]: name for name in taps})
                 for module, name in hooked.items():
                     pre_hook, hook = make_hooks(module, plan.get(module), taps.get(name), counter, copy, observe)
                     if pre_hook is not None:
                         handles.append(module.register_forward_pre_hook(pre_hook))
-                    handles.append(_attach(module, hook, wrap=checker is None and pre_hook is None))
+                    handles.append(_attach(module, hook, wrap=wrap and pre_hook is None))
                 if checker is not None:
                     for module in modules.values():
                         if module in plan or not any(True for _ in module.children()):
@@ -552,19 +555,24 @@ class _Layout:
         """
         for propagator in self.plan.values():
             propagator.epoch = self.known_state
+        start = len(fused)
         found = self.forwards.get(fuse_branches)
-        if found is not None and any("forward" in module.__dict__ for module, _ in found[1]):
-            found = None  # a forward of the user's own (an instance attribute) came: decide anew
-        if found is None:
-            start = len(fused)
-            left = _fuse(self.plan, fused, fuse_branches)
-            if self.epoch is not None:
-                self.forwards[fuse_branches] = left, [(module, module.__dict__["forward"]) for module in fused[start:]]
-            return left
-        left, forwards = found
-        for module, forward in forwards:
-            module.__dict__["forward"] = forward
-            fused.append(module)
+        if found is not None:
+            left, forwards = found
+            for module, forward in forwards:
+                own = module.__dict__
+                if "forward" in own:  # a forward of the user's own (an instance attribute) came: decide anew
+                    for installed in fused[start:]:
+                        del installed.__dict__["forward"]
+                    del fused[start:]
+                    break
+                own["forward"] = forward
+                fused.append(module)
+            else:
+                return left
+        left = _fuse(self.plan, fused, fuse_branches)
+        if self.epoch is not None:
+            self.forwards[fuse_branches] = left, [(module, module.__dict__["forward"]) for module in fused[start:]]
         return left
 
 
@@ -632,9 +640,10 @@ class _Wrapped:
 
 
 def _hooked(module):
-    """Whether ``module`` has hooks of its own, or global module hooks are registered."""
-    own = (module._forward_hooks, module._forward_pre_hooks, module._backward_hooks, module._backward_pre_hooks)
-    return any(own) or any(getattr(_module_hooks, name, None) for name in _GLOBAL_HOOKS)
+    """Whether ``module`` has hooks of its own."""
+    return bool(
+        module._forward_hooks or module._forward_pre_hooks or module._backward_hooks or module._backward_pre_hooks
+    )
 
 
 _GLOBAL_HOOKS = (
@@ -649,7 +658,7 @@ def _attach(module, hook, wrap=False):
     """Attach a forward hook for one pass; a pass attaches one per hooked module, so its cost counts.
 
     ``wrap``: the hook may run inside the module's forward (:class:`_Wrapped`) where the module has no hooks of its
-    own that the order of hooks could matter to.
+    own, whose order relative to this one could matter.
     """
     if wrap and not _hooked(module):
         return _Wrapped(module, hook)

@@ -83,10 +83,12 @@ def model_tensor(model):
         stack = [model]
         while stack:
             module = stack.pop()
+            if module is None:  # a submodule slot set to None
+                continue
             for tensor in getattr(module, store).values():
                 if tensor is not None:
                     return tensor
-            stack.extend(child for child in reversed(module._modules.values()) if child is not None)
+            stack.extend(reversed(module._modules.values()))
     return None
 
 
