@@ -125,8 +125,12 @@ def test_a_merged_batch_norm_runs_as_its_scale_with_zennit_results(bn_rule):
         result = crp.attribute(batch, target=3, record=["1"])
         assert close(result.input_relevance, zennit_lrp(model, composite, batch, [3] * len(batch)))
         captured = []
+
+        def capture(module, args, output, captured=captured):
+            captured.append(output.detach().clone())
+
         instances = SequentialMergeBatchNorm().apply(model)
-        handle = model[1].register_forward_hook(lambda module, args, output: captured.append(output.detach().clone()))
+        handle = model[1].register_forward_hook(capture)
         try:
             with torch.no_grad():
                 model(batch)
@@ -140,7 +144,8 @@ def test_a_merged_batch_norm_runs_as_its_scale_with_zennit_results(bn_rule):
     y = torch.randn(2, 8, 5, 5, generator=torch.Generator().manual_seed(9))
     with canonized(model, composite):
         scale = merged_scale(model[1], propagator)
-        assert scale is not None and torch.equal(model[1](y), y * scale.reshape(1, -1, 1, 1))
+        assert scale is not None
+        assert torch.equal(model[1](y), y * scale.reshape(1, -1, 1, 1))
     assert merged_scale(model[1], PassRelevance()) is None
 
 
@@ -259,8 +264,10 @@ def test_the_users_hooks_and_instance_forwards_run_and_stay():
         crp = CRP(model)
         for y, expected in inputs:  # the audited first pass, and a later one
             assert close(crp.attribute(y, target=3).input_relevance, expected)
-        assert calls.count("forward") >= 2 and calls.count("hook") >= 2
-        assert model[4].forward is instance_forward and list(model[6]._forward_hooks) == [handle.id]
+        assert calls.count("forward") >= 2
+        assert calls.count("hook") >= 2
+        assert model[4].forward is instance_forward
+        assert list(model[6]._forward_hooks) == [handle.id]
         assert all("forward" not in vars(module) for i, module in enumerate(model) if i != 4)
     finally:
         handle.remove()

@@ -215,7 +215,7 @@ class BatchNormGradient(Propagator):
         return relevance * state
 
     def native_forward(self, module):
-        """For a BatchNorm merged into a scale (:func:`merged_scale`): ``input * scale``, whose gradient is this rule."""
+        """For a merged BatchNorm (:func:`merged_scale`): ``input * scale``, whose gradient is this rule."""
         scale = merged_scale(module, self)
         if scale is None:
             return None
