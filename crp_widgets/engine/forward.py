@@ -674,14 +674,14 @@ def _fuse(plan, fused, fuse_branches):
     """Give modules whose rule can use the module's own forward a forward of the rule's; return the plan left.
 
     A rule's ``native_forward`` computes the module's output such that autograd's gradient of it is the rule: the
-    module leaves the plan (it needs no rule node). With ``fuse_branches`` (one sample, no copies), a rule's
-    ``fused_forward`` computes its branches with the module's output (see ``BasicRule.fused_forward``). The
-    forwards are instance attributes for the duration of one pass; modules that already carry an instance
-    ``forward`` are left alone. The modules changed are appended to ``fused``.
+    module leaves the plan (it needs no rule node). ``fuse_branches`` (one sample, no copies) is passed on to it;
+    with it, a rule's ``fused_forward`` computes its branches with the module's output (see
+    ``BasicRule.fused_forward``). The forwards are instance attributes for the duration of one pass; modules that
+    already carry an instance ``forward`` are left alone. The modules changed are appended to ``fused``.
     """
     left = {}
     for module, propagator in plan.items():
-        forward = propagator.native_forward(module)
+        forward = propagator.native_forward(module, fuse_branches)
         if forward is None:
             left[module] = propagator
             if fuse_branches and "forward" not in module.__dict__:

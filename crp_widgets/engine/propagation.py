@@ -47,8 +47,11 @@ class Propagator:
         """Return the relevance at the module's input for the ``relevance`` at its output."""
         raise NotImplementedError
 
-    def native_forward(self, module):
-        """A forward whose autograd gradient is this rule (the module then needs no rule node), or ``None``."""
+    def native_forward(self, module, single=False):
+        """A forward whose autograd gradient is this rule (the module then needs no rule node), or ``None``.
+
+        ``single``: the pass is of one sample, where a layer's fixed costs outweigh its arithmetic.
+        """
         return None
 
     def fused_forward(self, module):
@@ -63,13 +66,14 @@ class PassRelevance(Propagator):
         """Return ``relevance`` as it is."""
         return relevance
 
-    def native_forward(self, module):
+    def native_forward(self, module, single=False):
         """For a BatchNorm merged into a scale (:func:`merged_scale`): ``input * scale`` with an identity gradient.
 
         ``(input * scale).detach() + (input - input.detach())`` is the product bit for bit (finite inputs), and
-        autograd passes the gradient through the sum and difference unchanged: no rule node, no normalization.
+        autograd passes the gradient through the sum and difference unchanged: no rule node, no normalization. One
+        sample only: for a batch, three passes over the layer's memory cost more than a node.
         """
-        scale = merged_scale(module, self)
+        scale = merged_scale(module, self) if single else None
         if scale is None:
             return None
 
@@ -214,7 +218,7 @@ class BatchNormGradient(Propagator):
         """Scale the relevance channel by channel."""
         return relevance * state
 
-    def native_forward(self, module):
+    def native_forward(self, module, single=False):
         """For a merged BatchNorm (:func:`merged_scale`): ``input * scale``, whose gradient is this rule."""
         scale = merged_scale(module, self)
         if scale is None:
