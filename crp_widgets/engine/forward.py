@@ -58,7 +58,7 @@ def canonized(model, composite, epoch=None, modules=None):
     with model_lock(model), preserved(model, modules):
         applied = []
         try:
-            for canonizer in _flat(getattr(composite, "canonizers", []) or []):
+            for canonizer in _canonizers(composite):
                 if isinstance(canonizer, MergeBatchNorm):
                     applied += _Merges.of(model, canonizer, epoch).apply()
                 else:
@@ -75,8 +75,21 @@ def _keeps_data(composite):
     BatchNorm merges are applied by stand-in tensors (:class:`_Merges`), attribute canonizers replace methods and
     add modules; other canonizers may rewrite data in every pass.
     """
-    canonizers = _flat(getattr(composite, "canonizers", []) or [])
+    canonizers = _canonizers(composite)
     return all(isinstance(canonizer, (MergeBatchNorm, AttributeCanonizer)) for canonizer in canonizers)
+
+
+def _canonizers(composite):
+    """The composite's canonizers, zennit's composite canonizers replaced by their parts, in order."""
+    return _flat(getattr(composite, "canonizers", []) or [])
+
+
+def _per_model(table, model):
+    """``table[model]`` (a weak dictionary by model), made empty on first use: per-model caches keyed weakly."""
+    entry = table.get(model)
+    if entry is None:
+        entry = table[model] = weakref.WeakKeyDictionary()
+    return entry
 
 
 def _flat(canonizers):
@@ -122,9 +135,7 @@ class _Merges:
 
         ``epoch``: the model's :func:`model_state`; while it is the same, nothing needs checking.
         """
-        cached = _MERGES.get(model)
-        if cached is None:
-            cached = _MERGES[model] = weakref.WeakKeyDictionary()
+        cached = _per_model(_MERGES, model)
         merges = cached.get(canonizer)
         unchanged = epoch is not None and epoch == getattr(merges, "epoch", None)
         if merges is None or not (unchanged or merges.signature == merges._signature()):
@@ -445,10 +456,7 @@ def record_forward(model, input, composite, tap_names, observe=None, epoch=None)
     leaf = input.detach().requires_grad_()
     taps = {name: Tap(name) for name in tap_names}
     counter = itertools.count()
-    audits = _AUDITS.get(model)
-    if audits is None:
-        audits = _AUDITS[model] = weakref.WeakKeyDictionary()
-    known = audits.get(composite)
+    known = _per_model(_AUDITS, model).get(composite)
     if known is None and leaf.shape[0] > 1:
         # audit on one sample: the audited pass copies every layer output, which a large batch pays dearly for
         with contextlib.suppress(ModelForwardError):  # the model may need the whole batch: audit on it below
@@ -526,7 +534,7 @@ class _Layout:
 
     @staticmethod
     def _keeps_structure(composite, epoch):
-        canonizers = _flat(getattr(composite, "canonizers", []) or [])
+        canonizers = _canonizers(composite)
         return epoch is not None and all(isinstance(canonizer, MergeBatchNorm) for canonizer in canonizers)
 
     @classmethod
@@ -540,10 +548,7 @@ class _Layout:
         """A new layout, kept for later passes where the canonizers add no modules."""
         layout = cls(model, composite, epoch)
         if cls._keeps_structure(composite, epoch):
-            layouts = _LAYOUTS.get(model)
-            if layouts is None:
-                layouts = _LAYOUTS[model] = weakref.WeakKeyDictionary()
-            layouts[composite] = layout
+            _per_model(_LAYOUTS, model)[composite] = layout
         else:
             layout.epoch = None  # never current
         return layout

@@ -79,9 +79,14 @@ class PassRelevance(Propagator):
 
         def forward(input):
             detached = input.detach()
-            return (detached * scale.reshape((1, -1) + (1,) * (input.ndim - 2))).add_(input - detached)
+            return (detached * _channelwise(scale, input.ndim)).add_(input - detached)
 
         return forward
+
+
+def _channelwise(values, ndim):
+    """``[C]`` values shaped to broadcast over the channel axis (1) of a ``[B, C, ...]`` tensor of rank ``ndim``."""
+    return values.reshape((1, -1) + (1,) * (ndim - 2))
 
 
 def merged_scale(module, propagator):
@@ -212,7 +217,7 @@ class BatchNormGradient(Propagator):
         scale = (module.running_var + module.eps).rsqrt()
         if module.weight is not None:
             scale = scale * module.weight
-        return scale.detach().reshape((1, -1) + (1,) * (input.ndim - 2))
+        return _channelwise(scale.detach(), input.ndim)
 
     def propagate(self, state, relevance):
         """Scale the relevance channel by channel."""
@@ -223,7 +228,7 @@ class BatchNormGradient(Propagator):
         scale = merged_scale(module, self)
         if scale is None:
             return None
-        return lambda input: input * scale.reshape((1, -1) + (1,) * (input.ndim - 2))
+        return lambda input: input * _channelwise(scale, input.ndim)
 
 
 class HookRule(GradientRule):
