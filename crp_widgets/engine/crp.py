@@ -148,7 +148,7 @@ class CRP:
             resolve_layer(name, self._modules, self.layer_names)
             if name not in self.layer_names:
                 self.layer_names.append(name)
-        self._tapped = set(self.layer_names)
+        self._tapped = frozenset(self.layer_names)  # replaced when a layer is added: a key part hashed once
         self._spec = InputSpec.of(model)
         self._cache = collections.OrderedDict()
         self._cache_size = max(1, int(cache_size))
@@ -195,7 +195,7 @@ class CRP:
             fingerprint,
             self._state_key(),
             id(self.composite),
-            frozenset(self._tapped),
+            self._tapped,
             self.vectorize,
             self._edits_key,
         )
@@ -292,7 +292,7 @@ class CRP:
         """Validate a layer name; start tapping a module named for the first time."""
         resolve_layer(name, self._modules, self.layer_names)
         if name not in self._tapped:
-            self._tapped.add(name)
+            self._tapped = self._tapped | {name}
         return name
 
     def _channels(self, forward, layer, channels, ordered=False):
@@ -680,7 +680,7 @@ class CRP:
                 shape, dtype=getattr(reference, "dtype", torch.float32), device=getattr(reference, "device", "cpu")
             )
             probe, _ = validate_input(probe, self.model, self._spec)
-            key = (tuple(probe.shape), frozenset(self._tapped), self._state_key())
+            key = (tuple(probe.shape), self._tapped, self._state_key())
             forward = self._fields.get(key)
             if forward is None:
                 forward = record_forward(self.model, probe, self._flat, sorted(self._tapped))

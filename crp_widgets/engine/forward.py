@@ -396,13 +396,29 @@ def model_state(model):
     everything computed from the model once (the forward cache, BatchNorm merges, modified parameters).
     """
     modules = all_modules(model)
-    state = tuple(map(id, modules)), state_signature(modules)
+    parts = tuple(map(id, modules)), state_signature(modules)
     # the state found last time when nothing changed: the caches keyed on it then compare it by identity
     last = _STATES.get(model)
-    if last == state:
+    if last is not None and last.parts == parts:
         return last
-    _STATES[model] = state
+    state = _STATES[model] = ModelState(parts)
     return state
+
+
+class ModelState:
+    """The value of :func:`model_state`: compared by its parts, hashed once (it is part of every cache key)."""
+
+    __slots__ = ("_hash", "parts")
+
+    def __init__(self, parts):
+        self.parts = parts
+        self._hash = hash(parts)
+
+    def __eq__(self, other):
+        return self is other or (type(other) is ModelState and self.parts == other.parts)
+
+    def __hash__(self):
+        return self._hash
 
 
 # Per model: its last state (:func:`model_state`)

@@ -67,21 +67,34 @@ class PassRelevance(Propagator):
         return relevance
 
     def native_forward(self, module, single=False):
-        """For a BatchNorm merged into a scale (:func:`merged_scale`): ``input * scale`` with an identity gradient.
+        """One sample: a ReLU or a merged BatchNorm (:func:`merged_scale`) whose gradient is the identity.
 
-        ``(input * scale).detach() + (input - input.detach())`` is the product bit for bit (finite inputs), and
-        autograd passes the gradient through the sum and difference unchanged: no rule node, no normalization. One
-        sample only: for a batch, three passes over the layer's memory cost more than a node.
+        The output is a copy of the input (autograd: the identity) changed in place where autograd does not see it:
+        bit for bit the module's output, and no rule node, whose Python calls cost more than the layer's arithmetic
+        on one sample. For a batch the copy's pass over memory costs more than the node.
         """
-        scale = merged_scale(module, self) if single else None
+        if not single or "forward" in module.__dict__:
+            return None
+        if type(module) is torch.nn.ReLU:
+            return _identity_gradient(torch.Tensor.relu_)
+        scale = merged_scale(module, self)
         if scale is None:
             return None
+        return _identity_gradient(lambda output: output.mul_(_channelwise(scale, output.ndim)))
 
-        def forward(input):
-            detached = input.detach()
-            return (detached * _channelwise(scale, input.ndim)).add_(input - detached)
 
-        return forward
+def _identity_gradient(change):
+    """A forward ``input -> change(copy of input)`` whose gradient is the identity.
+
+    ``change`` acts in place where autograd does not see it; the copy's node saves nothing, so no saved tensor breaks.
+    """
+
+    def forward(input):
+        output = input.clone()
+        change(output.detach())  # an alias of the copy, unseen by autograd (cheaper than a no_grad context)
+        return output
+
+    return forward
 
 
 def _channelwise(values, ndim):
@@ -374,11 +387,11 @@ class BasicRule(Propagator):
             if not isinstance(input, torch.Tensor) or input.shape[0] != 1 or not _non_negative(input):
                 return plain(input)
             _, weight, bias = self._fusion(module, param_mod)
-            with torch.no_grad():
-                if type(module) is torch.nn.Linear:
-                    both = torch.nn.functional.linear(input, weight, bias)
-                else:
-                    both = module._conv_forward(input, weight, bias)
+            # no graph: the input is detached, the stacked parameters are (:meth:`_fusion`)
+            if type(module) is torch.nn.Linear:
+                both = torch.nn.functional.linear(input.detach(), weight, bias)
+            else:
+                both = module._conv_forward(input.detach(), weight, bias)
             channels = module.weight.shape[0]
             self.pending = (input, both[:, channels:], self.epsilon)
             return both[:, :channels]
