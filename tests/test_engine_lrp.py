@@ -393,6 +393,7 @@ def test_cached_canonization_and_rule_parameters_follow_every_model_change():
     model[4].weight = torch.nn.Parameter(torch.randn_like(model[4].weight))  # a new weight
     check(x)
     check(torch.rand(2, 3, 24, 24))  # another input shape for the Flat rule's cached pass
+    check(x * 0.5)  # and back to the first: the Flat rule's kept state follows the input's shape
     model[5] = torch.nn.Tanh()  # a module replaced: the pass's layout (modules, rules, forwards) is found anew
     check(x)
     model[5] = torch.nn.GroupNorm(2, 8)  # a module no rule explains

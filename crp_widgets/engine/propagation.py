@@ -357,6 +357,7 @@ class BasicRule(Propagator):
         self.factors = (None, None)  # (key, factors) of a rule whose every branch has a constant input
         self.fusions = {}  # module -> (key, weight, bias) of its output and z+ computed by one call
         self.pending = None  # (input, branch output, shift) of the module's fused forward, for the next ``prepare``
+        self.template = None  # (key, state) of a rule whose every branch is constant: its state for inputs like key's
 
     def fused_forward(self, module):
         """A forward for ``module`` that also computes the rule's branch on the way, or ``None``.
@@ -422,6 +423,17 @@ class BasicRule(Propagator):
         if pending is not None and pending[0] is input:
             # the module's forward computed the branch with its own output (:meth:`fused_forward`)
             return [[original], [pending[1]], None, 0, pending[2], False, [self.parameters[0][3]], None]
+        template = self.template
+        # every branch constant (Flat): the state depends on the input's shape and the parameters only
+        if (
+            template is not None
+            and self.epoch is not None
+            and template[0] == (self.epoch, original.shape, original.dtype, original.device, _geometry(module))
+        ):
+            state = list(template[1])
+            if self.factors[0] == state[7]:
+                state[2] = self.factors[1]
+            return state
         non_negative = self.skippable and _non_negative(original)
         skip = self.skippable if non_negative else ()
         same = self.positive if non_negative and shared else ()
@@ -465,7 +477,11 @@ class BasicRule(Propagator):
         factors = self.factors[1] if constant and self.factors[0] == key else None
         # local graphs of constant branches serve every later pass: a last pass must not free them
         retain = local and any(key is not None for key in constants)
-        return [inputs, outputs, factors, 0, shift, retain, None if local else transposes, key]
+        state = [inputs, outputs, factors, 0, shift, retain, None if local else transposes, key]
+        if constant and self.epoch is not None:
+            shape = (self.epoch, original.shape, original.dtype, original.device, _geometry(module))
+            self.template = shape, (*state[:2], None, *state[3:])
+        return state
 
     def _branch(self, module, param_mod, out_mod, input, parameters):
         """A branch's output on ``input``, and its direct vector-Jacobian product (:func:`_transpose`).
@@ -592,7 +608,7 @@ def _signature(module, shift=None):
 
 def _non_negative(tensor):
     """Whether no element of ``tensor`` is negative (one reduction, no boolean temporary; NaN counts as negative)."""
-    return tensor.numel() == 0 or float(tensor.detach().min()) >= 0
+    return tensor.numel() == 0 or float(tensor.detach().amin()) >= 0
 
 
 def _plain_epsilon(rule):
