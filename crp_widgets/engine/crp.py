@@ -32,10 +32,29 @@ from .results import Attribution, ChannelRelevance, ReceptiveField, RegionReleva
 def _fingerprint(x):
     """A cheap key of a tensor's content (the forward cache key): equal tensors have equal fingerprints.
 
-    Unequal tensors may share one (e.g. equal sums); the cache compares the tensors themselves on a hit.
+    Its last part is a weighted sum with fixed random weights in [0.5, 1.5] (one reduction): unequal tensors rarely
+    share it (a mirrored image does not), and the cache compares the tensors themselves on a hit. NaN and Inf in
+    ``x`` make it non-finite, so that it also serves :func:`check_finite`.
     """
     flat = x.detach().reshape(-1)
-    return tuple(x.shape), x.dtype, x.device, float(flat.sum()), float(flat[::61].sum())
+    return tuple(x.shape), x.dtype, x.device, float(torch.dot(flat, _weights(flat)))
+
+
+def _weights(flat):
+    """The fixed random weights of :func:`_fingerprint` for a flat tensor like ``flat`` (kept for a few shapes)."""
+    key = (flat.numel(), flat.dtype, flat.device)
+    weights = _WEIGHTS.get(key)
+    if weights is None:
+        if len(_WEIGHTS) >= 8:
+            _WEIGHTS.clear()
+        generator = torch.Generator().manual_seed(flat.numel())
+        weights = torch.rand(flat.numel(), generator=generator, dtype=torch.float64) + 0.5
+        weights = _WEIGHTS[key] = weights.to(dtype=flat.dtype, device=flat.device)
+    return weights
+
+
+# (numel, dtype, device) -> the weights of :func:`_fingerprint`
+_WEIGHTS = {}
 
 
 def _spatial_sum(tensor, axis):

@@ -147,8 +147,9 @@ def validate_input(x, model, spec, finite=True):
 def check_finite(x, total=None):
     """Raise :class:`CRPError` if ``x`` holds NaN or Inf values.
 
-    ``total``: ``x.sum()`` as a float when the caller has it. NaN and Inf propagate into the sum (one pass, no
-    boolean temporary); only a sum that is not finite (or overflowed) makes the element-wise check run.
+    ``total``: a sum of ``x`` (plain or weighted) as a float when the caller has it. NaN and Inf propagate into a
+    sum (one pass, no boolean temporary); only a sum that is not finite (or overflowed) makes the element-wise check
+    run.
     """
     if math.isfinite(float(x.sum()) if total is None else total):
         return
