@@ -1,5 +1,8 @@
 """The engine against plain zennit LRP, conservation, and the user's model left as found."""
 
+import gc
+import weakref
+
 import pytest
 import torch
 from reference import reference
@@ -13,7 +16,7 @@ from zoo import conv1d_net, small_cnn, torchvision_model
 
 from crp_widgets.engine import CRP, default_composite, describe, explainable_layers
 from crp_widgets.engine.errors import UnsupportedModelError
-from crp_widgets.engine.forward import canonized
+from crp_widgets.engine.forward import canonized, model_state
 from crp_widgets.engine.propagation import PassRelevance, merged_scale
 
 
@@ -403,6 +406,33 @@ def test_cached_canonization_and_rule_parameters_follow_every_model_change():
     check(x)
     model[1] = torch.nn.Identity()  # the BatchNorm removed: no merge, no scale in its place
     check(x)
+
+
+def test_a_freed_module_never_lends_its_identity_to_a_cached_pass():
+    """Modules replaced one after another: a new one may take the memory of a freed one, but is never taken for it.
+
+    The model's state (the forward cache's key) keeps the modules and tensors it names alive.
+    """
+    model = small_cnn()
+    state = model_state(model)
+    module, weight = weakref.ref(model[5]), weakref.ref(model[4].weight)
+    model[5], model[4].weight = torch.nn.Tanh(), torch.nn.Parameter(model[4].weight.detach() * 2)
+    gc.collect()
+    assert module() is not None  # held by the state that names it
+    assert weight() is not None
+    assert model_state(model) != state
+    del state
+    gc.collect()
+    assert module() is None
+    assert weight() is None
+    crp = CRP(model)
+    composite = default_composite(model)
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(11))
+    for kind in (torch.nn.Tanh, torch.nn.ReLU, torch.nn.Sigmoid, torch.nn.ReLU, torch.nn.Tanh):
+        model[5] = kind()  # the module before it is freed once a pass no longer needs it
+        for sample in (x, x.flip(-1)):
+            relevance = crp.attribute(sample, target=3).input_relevance
+            assert close(relevance, zennit_lrp(model, composite, sample, 3)), kind.__name__
 
 
 def test_a_recorded_forward_pass_is_freed_by_reference_counting():

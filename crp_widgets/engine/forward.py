@@ -156,7 +156,8 @@ class _Merges:
 
     def _signature(self):
         model = self.model()
-        return (tuple(map(id, all_modules(model))) if model is not None else None, state_signature(self.modules))
+        # modules compare by identity, and the tuple keeps them alive: no later module can take over an identity
+        return (tuple(all_modules(model)) if model is not None else None, state_signature(self.modules))
 
 
 def _stand_ins(instance):
@@ -396,7 +397,9 @@ def model_state(model):
     everything computed from the model once (the forward cache, BatchNorm merges, modified parameters).
     """
     modules = all_modules(model)
-    parts = tuple(map(id, modules)), state_signature(modules)
+    # the modules themselves (compared by identity) and the signature keep everything they name alive: no module or
+    # tensor created later can take over the identity (and memory) of one they name and pass for it
+    parts = tuple(modules), state_signature(modules)
     # the state found last time when nothing changed: the caches keyed on it then compare it by identity
     last = _STATES.get(model)
     if last is not None and last.parts == parts:
@@ -406,7 +409,10 @@ def model_state(model):
 
 
 class ModelState:
-    """The value of :func:`model_state`: compared by its parts, hashed once (it is part of every cache key)."""
+    """The value of :func:`model_state`: compared by its parts, hashed once (it is part of every cache key).
+
+    Its parts hold the modules and tensors they name: none of them is freed while a key holds the state.
+    """
 
     __slots__ = ("_hash", "parts")
 
@@ -484,6 +490,7 @@ def record_forward(model, input, composite, tap_names, observe=None, epoch=None)
     copy = known is not False  # until the audit says the forward code works in place nowhere, copy layer outputs
     handles = []
     fused = []
+    live = []  # propagators whose fused forwards connect their modules in this pass (no hooks)
     streamed = observe is not None and not copy
     layout = _Layout.current(model, composite, epoch)
     with canonized(model, composite, epoch, None if layout is None else layout.all):
@@ -499,8 +506,15 @@ def record_forward(model, input, composite, tap_names, observe=None, epoch=None)
                 wrap = checker is None and not any(getattr(_module_hooks, name, None) for name in _GLOBAL_HOOKS)
                 hooked = dict.fromkeys(plan)
                 hooked.update({modules[name]: name for name in taps})
+                forwards = set(fused)
                 for module, name in hooked.items():
-                    pre_hook, hook = make_hooks(module, plan.get(module), taps.get(name), counter, copy, observe)
+                    propagator = plan.get(module)
+                    if wrap and module in forwards and propagator is not None and not _hooked(module):
+                        # the module's fused forward applies the rule and enters the tap itself
+                        propagator.live = (taps.get(name), counter, observe)
+                        live.append(propagator)
+                        continue
+                    pre_hook, hook = make_hooks(module, propagator, taps.get(name), counter, copy, observe)
                     if pre_hook is not None:
                         handles.append(module.register_forward_pre_hook(pre_hook))
                     handles.append(_attach(module, hook, wrap=wrap and pre_hook is None))
@@ -515,6 +529,8 @@ def record_forward(model, input, composite, tap_names, observe=None, epoch=None)
                     handle.remove()
                 for module in fused:
                     del module.__dict__["forward"]
+                for propagator in live:
+                    propagator.live = None
     if checker is not None:
         try:
             _AUDITS[model][composite] = checker.verdict()

@@ -32,6 +32,8 @@ class Propagator:
 
     epoch = None
     merged = None  # (module, key, scale) of the last :func:`merged_scale` check
+    # (tap, counter, observe) while a pass lets the module's fused forward connect it (no hook): see ``connect``
+    live = None
 
     def admit(self, module):
         """Called before the module runs; raise to refuse a module that cannot be explained."""
@@ -55,7 +57,11 @@ class Propagator:
         return None
 
     def fused_forward(self, module):
-        """A forward that also computes what ``prepare`` needs on the way (for one sample), or ``None``."""
+        """A forward for one sample that computes what ``prepare`` needs on the way, or ``None``.
+
+        While the pass sets ``live``, it also connects the module by the rule's node and enters its tap (the module
+        then needs no hook); else it leaves its branches to the hook's ``prepare``.
+        """
         return None
 
 
@@ -360,12 +366,13 @@ class BasicRule(Propagator):
         self.template = None  # (key, state) of a rule whose every branch is constant: its state for inputs like key's
 
     def fused_forward(self, module):
-        """A forward for ``module`` that also computes the rule's branch on the way, or ``None``.
+        """A forward for ``module`` that also computes the rule's branch on the way (see ``Propagator``).
 
         On a plain convolution or linear layer. ZPlus: the output and z+ (Eq. 34) in one call. A small input (one
         sample) costs little arithmetic, so each call's fixed cost counts: one call with the output channels of both
         weights stacked replaces two; for a batch, or an input with negative values (z+ then has two branches), it
         is the module's own forward. Epsilon (Eq. 33) without modified parameters: its branch is the output itself.
+        Other rules: the module's own forward (which connects the module while the pass is ``live``).
         """
         if not _transposable(module):
             return None
@@ -374,30 +381,44 @@ class BasicRule(Propagator):
         if self.signed is not None and type(param_mod) is NoMod and not param_mod.zero_params:
 
             def same(input):
-                output = plain(input)
-                if isinstance(output, torch.Tensor):
-                    self._parameters(0, module, param_mod, None)
-                    self.pending = (input, output.detach(), None)
-                return output
+                # the module's own operation on its own (canonized) parameters, without a graph: the rule connects
+                parameters = self._parameters(0, module, param_mod, None)
+                output = self._modified_forward(module, param_mod, input.detach(), parameters)
+                return self.connect(module, input, output, output, None)
 
             return same
         if self.epsilon is None:
-            return None
+            return lambda input: self.connect(module, input, plain(input), None, None)
 
         def forward(input):
-            if not isinstance(input, torch.Tensor) or input.shape[0] != 1 or not _non_negative(input):
-                return plain(input)
+            if input.shape[0] != 1 or not _non_negative(input):
+                return self.connect(module, input, plain(input), None, None)
             _, weight, bias = self._fusion(module, param_mod)
             # no graph: the input is detached, the stacked parameters are (:meth:`_fusion`)
-            if type(module) is torch.nn.Linear:
-                both = torch.nn.functional.linear(input.detach(), weight, bias)
-            else:
-                both = module._conv_forward(input.detach(), weight, bias)
+            both = self._modified_forward(module, param_mod, input.detach(), (None, weight, bias, None))
             channels = module.weight.shape[0]
-            self.pending = (input, both[:, channels:], self.epsilon)
-            return both[:, :channels]
+            return self.connect(module, input, both[:, :channels], both[:, channels:], self.epsilon)
 
         return forward
+
+    def connect(self, module, input, output, branch, shift):
+        """Connect the module's ``output`` to its ``input`` by the rule's node, if the pass is ``live``.
+
+        ``branch``: the rule's one branch output, computed with the output (``shift``: z+'s stabilizer in its bias),
+        or ``None`` for ``prepare`` to compute the branches. Else the branch is left to the hook's ``prepare``.
+        """
+        live = self.live
+        if live is None:
+            if branch is not None:
+                self.pending = (input, branch, shift)
+            return output
+        if branch is not None:
+            state = [[input.detach()], [branch], None, 0, shift, False, [self.parameters[0][3]], None]
+        else:
+            state = self.prepare(module, input, shared=True)
+        tap, counter, observe = live
+        result = _Rule.apply(input, (output.detach(),), self, state, tap)
+        return result if tap is None else enter_tap(tap, result, input, counter, False, observe)
 
     def _fusion(self, module, param_mod):
         """The module's (canonized) weight and bias stacked over those of z+ with its stabilizer in the bias."""
@@ -589,16 +610,30 @@ def _bias(weight, bias):
 
 
 def state_signature(modules, buffers=True):
-    """Which tensors the modules' parameters (and buffers) are, at which version.
+    """Which tensors the modules' parameters (and buffers) are, at which version: a :class:`Signature`.
 
     It changes when a tensor is assigned anew or changed in place: the key of everything computed from them once.
     """
-    signature = []
+    signature, tensors = [], []
     for module in modules:
         for store in (module._parameters, module._buffers) if buffers else (module._parameters,):
             for tensor in store.values():
-                signature.append(None if tensor is None else (id(tensor), tensor.data_ptr(), tensor._version))
-    return tuple(signature)
+                if tensor is None:
+                    signature.append(None)
+                else:
+                    signature.append((id(tensor), tensor.data_ptr(), tensor._version))
+                    tensors.append(tensor)
+    signature = Signature(signature)
+    signature.tensors = tensors
+    return signature
+
+
+class Signature(tuple):
+    """``(id, data_ptr, version)`` per tensor, compared as a tuple, that keeps its tensors alive (``tensors``).
+
+    While a key holds it, no tensor it names can be freed, so no later tensor can take over its identity and memory
+    and pass for it.
+    """
 
 
 def _signature(module, shift=None):
@@ -791,20 +826,30 @@ def make_hooks(module, propagator, tap, counter, copy=True, observe=None):
                     f"layer {tap.name!r} returns {type(result).__name__}, not a tensor; "
                     "conditions and records need layers that return one tensor"
                 )
-            tap.calls += 1
-            tap.order = next(counter)
-            tap.site = result
-            if observe is not None:
-                observe(tap.name, result.detach())
-            else:
-                tap.activation = result.detach().clone() if copy else result.detach()
-                tap.version = None if copy else result._version
-            if propagator is None:
-                result = _Tap.apply(result, (result.detach(),), tap)
-            else:
-                tap.merged, tap.below = True, input
-            tap.output = result
-            tap.node = result.grad_fn
+            result = enter_tap(tap, result, input, counter, copy, observe, merged=propagator is not None)
         return result
 
     return (pre_hook if needs_pre_hook else None), hook
+
+
+def enter_tap(tap, result, input, counter, copy, observe, merged=True):
+    """Record that the tapped layer ran with output ``result``; return the tensor the rest of the network consumes.
+
+    ``merged``: ``result`` is the output of the layer's rule node (``_Rule``), which is also the tap; else a
+    ``_Tap`` node is added. ``copy``, ``observe``: as for :func:`make_hooks`.
+    """
+    tap.calls += 1
+    tap.order = next(counter)
+    tap.site = result
+    if observe is not None:
+        observe(tap.name, result.detach())
+    else:
+        tap.activation = result.detach().clone() if copy else result.detach()
+        tap.version = None if copy else result._version
+    if merged:
+        tap.merged, tap.below = True, input
+    else:
+        result = _Tap.apply(result, (result.detach(),), tap)
+    tap.output = result
+    tap.node = result.grad_fn
+    return result
