@@ -49,6 +49,30 @@ def test_only_the_newest_request_of_a_view_runs_and_stale_results_are_dropped():
     assert worker.cached(0)
 
 
+def test_an_older_result_never_lands_after_a_newer_cached_one():
+    """A result whose application has begun finishes before a newer cached result (applied on another thread) lands."""
+    worker = Worker()
+    shown = []
+    worker.submit("view", "new", lambda: "new", shown.append)
+    assert worker.wait(5)
+    applying, release = threading.Event(), threading.Event()
+
+    def slow_apply(result):
+        applying.set()
+        release.wait(5)
+        shown.append(result)
+
+    worker.submit("view", "old", lambda: "old", slow_apply)  # computed on the worker, applied slowly there
+    assert applying.wait(5)
+    newer = threading.Thread(target=worker.submit, args=("view", "new", lambda: "recomputed", shown.append))
+    newer.start()  # a cache hit: applied on this thread as soon as the worker's application is done
+    time.sleep(0.2)
+    release.set()
+    newer.join(5)
+    assert worker.wait(5)
+    assert shown == ["new", "old", "new"]
+
+
 def test_views_are_independent_and_errors_reach_the_view():
     worker = Worker()
     shown, failed = [], []

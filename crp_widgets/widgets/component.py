@@ -1,5 +1,6 @@
 """The base of every anywidget component: a session, a shared state, an error box and a busy flag."""
 
+import contextlib
 import html
 import pathlib
 
@@ -72,6 +73,24 @@ class Scheduled(traitlets.HasTraits):
             self.settle(view, error)
 
         return self.session.worker.submit((id(self), view), key, compute, done, fail, self.priority)
+
+    @contextlib.contextmanager
+    def hold_sync(self):
+        """Hold syncing state (ipywidgets' ``hold_sync``) under the session worker's lock.
+
+        Results are applied on the worker thread while the front end's updates arrive on the kernel's: held state
+        collected by one thread must not change while the other sends it.
+        """
+        with self._sync_lock(), super().hold_sync():
+            yield
+
+    def _should_send_property(self, key, value):
+        with self._sync_lock():  # adds to the held state while another thread may hold it
+            return super()._should_send_property(key, value)
+
+    def _sync_lock(self):
+        session = self.__dict__.get("session")  # none yet while the widget is being built
+        return session.worker.lock if session is not None else contextlib.nullcontext()
 
     def sample_source(self, view):
         """``(source, load)`` of the state's sample (:meth:`Session.source`), or ``None`` if it cannot be read.

@@ -33,6 +33,10 @@ class Worker:
         self._condition = threading.Condition()
         self._running = 0
         self._thread = None
+        # Results are applied on the worker thread or, from the cache, on the caller's: applying one (and deciding
+        # that it is still the newest) holds this lock, so that an older result never lands after a newer one. The
+        # widgets also hold it while they sync state (see ``component.Scheduled``).
+        self.lock = threading.RLock()
 
     def submit(self, view, key, compute, apply, fail=None, priority=0):
         """Compute ``compute()`` for ``view`` and pass the result to ``apply``; errors go to ``fail(exception)``.
@@ -55,7 +59,8 @@ class Worker:
                 self._condition.notify_all()
                 return False
         if hit:
-            apply(result)
+            with self.lock:
+                apply(result)
         else:
             self._run(view, generation, key, compute, apply, fail)
         return True
@@ -93,23 +98,26 @@ class Worker:
         try:
             result = compute()
         except Exception as error:  # shown inside the widget, which keeps working
-            if self._latest.get(view) == generation:
-                if fail is not None:
-                    fail(error)
-                else:
-                    traceback.print_exc()
+            with self.lock:
+                if self._latest.get(view) == generation:
+                    self._report(error, fail)
             return
-        with self._condition:
-            if key is not None:
-                self._cache[key] = result
-                while len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
-            current = self._latest.get(view) == generation
-        if current:
-            try:
-                apply(result)
-            except Exception as error:
-                if fail is not None:
-                    fail(error)
-                else:
-                    traceback.print_exc()
+        with self.lock:  # no newer request's result can be applied between the check and this one's
+            with self._condition:
+                if key is not None:
+                    self._cache[key] = result
+                    while len(self._cache) > self._cache_size:
+                        self._cache.popitem(last=False)
+                current = self._latest.get(view) == generation
+            if current:
+                try:
+                    apply(result)
+                except Exception as error:
+                    self._report(error, fail)
+
+    @staticmethod
+    def _report(error, fail):
+        if fail is not None:
+            fail(error)
+        else:
+            traceback.print_exc()
