@@ -8,7 +8,9 @@ The numbers are zennit's: the same modifiers, gradient mappers and reducers are 
 
 Every module with a rule returns its output through a ``_Rule`` node that connects the output directly to the
 module's input, so relevance never passes through the module's plain gradient. Every tapped layer (a layer that can
-carry a condition or a record) adds a ``_Tap`` node that masks the relevance passing it (Eq. 8).
+carry a condition or a record) adds a ``_Tap`` node that masks the relevance passing it (Eq. 8). Forward hooks
+(:func:`make_hooks`) wire the modules in; for one sample, where each layer's fixed costs count, a rule may run the
+module itself instead (``Propagator.native_forward``, ``Propagator.fused_forward``).
 """
 
 import contextlib
