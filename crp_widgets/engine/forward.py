@@ -509,7 +509,9 @@ def record_forward(model, input, composite, tap_names, observe=None, epoch=None)
                 forwards = set(fused)
                 for module, name in hooked.items():
                     propagator = plan.get(module)
-                    if wrap and module in forwards and propagator is not None and not _hooked(module):
+                    # nothing else hooks the module: the pass may run inside its forward
+                    inside = wrap and not _hooked(module)
+                    if inside and module in forwards and propagator is not None:
                         # the module's fused forward applies the rule and enters the tap itself
                         propagator.live = (taps.get(name), counter, observe)
                         live.append(propagator)
@@ -517,7 +519,7 @@ def record_forward(model, input, composite, tap_names, observe=None, epoch=None)
                     pre_hook, hook = make_hooks(module, propagator, taps.get(name), counter, copy, observe)
                     if pre_hook is not None:
                         handles.append(module.register_forward_pre_hook(pre_hook))
-                    handles.append(_attach(module, hook, wrap=wrap and pre_hook is None))
+                    handles.append(_attach(module, hook, wrap=inside and pre_hook is None))
                 if checker is not None:
                     for module in modules.values():
                         if module in plan or not any(True for _ in module.children()):
@@ -694,10 +696,10 @@ _GLOBAL_HOOKS = (
 def _attach(module, hook, wrap=False):
     """Attach a forward hook for one pass; a pass attaches one per hooked module, so its cost counts.
 
-    ``wrap``: the hook may run inside the module's forward (:class:`_Wrapped`) where the module has no hooks of its
-    own, whose order relative to this one could matter.
+    ``wrap``: the hook runs inside the module's forward (:class:`_Wrapped`); only for a module without hooks of its
+    own (:func:`_hooked`), whose order relative to this one could matter.
     """
-    if wrap and not _hooked(module):
+    if wrap:
         return _Wrapped(module, hook)
     table = getattr(module, "_forward_hooks", None)
     if not isinstance(table, dict):  # a torch without the table: the public way

@@ -414,10 +414,7 @@ class BasicRule(Propagator):
             if branch is not None:
                 self.pending = (input, branch, shift)
             return output
-        if branch is not None:
-            state = [[input.detach()], [branch], None, 0, shift, False, [self.parameters[0][3]], None]
-        else:
-            state = self.prepare(module, input, shared=True)
+        state = self._fused_state(input, branch, shift) if branch is not None else self.prepare(module, input, True)
         tap, counter, observe = live
         result = _Rule.apply(input, (output.detach(),), self, state, tap)
         return result if tap is None else enter_tap(tap, result, input, counter, False, observe)
@@ -445,14 +442,10 @@ class BasicRule(Propagator):
         pending, self.pending = self.pending, None
         if pending is not None and pending[0] is input:
             # the module's forward computed the branch with its own output (:meth:`fused_forward`)
-            return [[original], [pending[1]], None, 0, pending[2], False, [self.parameters[0][3]], None]
+            return self._fused_state(input, pending[1], pending[2])
         template = self.template
         # every branch constant (Flat): the state depends on the input's shape and the parameters only
-        if (
-            template is not None
-            and self.epoch is not None
-            and template[0] == (self.epoch, original.shape, original.dtype, original.device, _geometry(module))
-        ):
+        if template is not None and self.epoch is not None and template[0] == self._template_key(module, original):
             state = list(template[1])
             if self.factors[0] == state[7]:
                 state[2] = self.factors[1]
@@ -502,9 +495,16 @@ class BasicRule(Propagator):
         retain = local and any(key is not None for key in constants)
         state = [inputs, outputs, factors, 0, shift, retain, None if local else transposes, key]
         if constant and self.epoch is not None:
-            shape = (self.epoch, original.shape, original.dtype, original.device, _geometry(module))
-            self.template = shape, (*state[:2], None, *state[3:])
+            self.template = self._template_key(module, original), (*state[:2], None, *state[3:])
         return state
+
+    def _fused_state(self, input, branch, shift):
+        """The state of the one branch a fused forward computed (:meth:`fused_forward`), as :meth:`prepare`'s."""
+        return [[input.detach()], [branch], None, 0, shift, False, [self.parameters[0][3]], None]
+
+    def _template_key(self, module, original):
+        """What a constant rule's state (:attr:`template`) depends on: the parameters, the input's shape, geometry."""
+        return self.epoch, original.shape, original.dtype, original.device, _geometry(module)
 
     def _branch(self, module, param_mod, out_mod, input, parameters):
         """A branch's output on ``input``, and its direct vector-Jacobian product (:func:`_transpose`).
