@@ -23,8 +23,6 @@ import torch
 from torch.nn import functional
 
 from .errors import CRPError
-from .forward import canonized
-from .inspection import channel_axis, validate_input
 
 __all__ = [
     "ConceptContribution",
@@ -140,15 +138,10 @@ def _batch(crp, x, what):
             shapes = sorted({tuple(torch.as_tensor(item).shape) for item in x})
             raise CRPError(f"{what} must all have the same shape, got shapes {shapes}") from error
     try:
-        batch, _ = validate_input(x, crp.model, crp._spec)
+        batch, _ = crp.validate_input(x)
     except CRPError as error:
         raise CRPError(f"{what}: {error}") from None
     return batch
-
-
-def _layer(crp, layer):
-    crp._layer(layer)
-    return crp._modules[layer]
 
 
 def _positions(activation, axis):
@@ -159,7 +152,7 @@ def _positions(activation, axis):
 
 def _activations(crp, layer, batch, batch_size):
     """Activations ``[B, C, P]`` of ``layer`` (canonized model, no gradients) and the layer's spatial shape."""
-    axis = channel_axis(_layer(crp, layer))
+    axis = crp.channel_axis(crp.validate_layer(layer))
     parts = []
     for start in range(0, len(batch), batch_size):
         _, found = crp.evaluate(batch[start : start + batch_size], record=[layer])
@@ -287,7 +280,7 @@ def learn_concept(
         raise CRPError(f"coverage must be in (0, 1], got {coverage}")
     if not 0 < test_size < 1:
         raise CRPError(f"test_size must be in (0, 1), got {test_size}")
-    _layer(crp, layer)
+    crp.validate_layer(layer)
     if examples is None or (isinstance(examples, torch.Tensor) and examples.numel() == 0):
         raise CRPError("the concept has no examples: give at least one input showing it")
     examples = _batch(crp, examples, "the concept examples")
@@ -368,30 +361,17 @@ def _gradients(crp, batch, layer, target):
     ``target`` is ``[B]``: one class per sample. Samples are independent (the model is in eval mode), so one backward
     pass of the summed logits gives every sample's gradient.
     """
-    module = _layer(crp, layer)
-    axis = channel_axis(module)
-    found = {}
-
-    def hook(module, args, output):
-        leaf = output.detach().requires_grad_(True)
-        found["activation"] = leaf
-        return leaf.clone()  # in-place layers above (ReLU(inplace=True)) must not modify the leaf
-
-    with crp._lock, canonized(crp.model, crp.composite):
-        handle = module.register_forward_hook(hook)
-        try:
-            with torch.enable_grad():
-                output = crp.model(batch)
-                if output.ndim != 2:
-                    raise CRPError(f"the model output has shape {tuple(output.shape)}; expected [B, classes]")
-                classes = output.shape[1]
-                if bool(((target < 0) | (target >= classes)).any()):
-                    raise CRPError(f"class {target.tolist()} is out of range: the model has {classes} outputs")
-                logits = output.gather(1, target.to(output.device)[:, None]).sum()
-                (gradient,) = torch.autograd.grad(logits, found["activation"])
-        finally:
-            handle.remove()
-    activation, spatial = _positions(found["activation"].detach(), axis)
+    crp.validate_layer(layer)
+    output, found = crp.evaluate(batch, record=[layer], grad=True)
+    if output.ndim != 2:
+        raise CRPError(f"the model output has shape {tuple(output.shape)}; expected [B, classes]")
+    classes = output.shape[1]
+    if bool(((target < 0) | (target >= classes)).any()):
+        raise CRPError(f"class {target.tolist()} is out of range: the model has {classes} outputs")
+    logits = output.gather(1, target.to(output.device)[:, None]).sum()
+    (gradient,) = torch.autograd.grad(logits, found[layer])
+    axis = crp.channel_axis(layer)
+    activation, spatial = _positions(found[layer].detach(), axis)
     gradient, _ = _positions(gradient, axis)
     return activation, gradient, spatial, output.detach()
 
@@ -428,7 +408,7 @@ def concept_maps(crp, x, cv, target=None, batch_size=64):
         ``S_k[i, j] = f_l(x)_{i,j} . v_k`` and ``S_{k->c}[i, j] = (d f^c / d f_l(x)_{i,j}) . v_k``, at the layer's
         resolution and upsampled (bilinear) to the input's.
     """
-    batch, unbatched = validate_input(x, crp.model, crp._spec)
+    batch, unbatched = crp.validate_input(x)
     if target is None:
         target = crp.evaluate(batch)[0].argmax(1)
     target = _targets(target, len(batch))

@@ -1,63 +1,38 @@
-"""Concept Relevance Propagation (CRP paper, Sec. 2.2) on a user's model.
+"""Concept Relevance Propagation (Achtibat et al. 2023, Nature Machine Intelligence, Sec. 2.2) on a user's model.
 
-One forward pass per (input, model state) is recorded and cached; attributions, rankings and conditional heatmaps
-are backward passes on it. ``conditional_heatmaps`` runs the backward from the output down to the layer once and
-the k backward passes from the layer to the input as one vectorised pass.
+:class:`CRP` owns one :class:`~crp_widgets.engine.context.Context` per composite: the model's explainable graph,
+its canonized and modified parameters and the recorded forward passes. One forward pass per (input, model state) is
+recorded and cached; attributions, rankings and conditional heatmaps are backward passes on it.
+``conditional_heatmaps`` runs the backward from the output down to the layer once and the k backward passes from
+the layer to the input together. The analyses use the documented methods of the section "For the analyses".
 """
 
-import collections
 import contextlib
+import math
 import threading
 
 import torch
+from zennit.composites import LayerMapComposite
+from zennit.rules import Flat, Pass
+from zennit.types import Activation, BatchNorm
+from zennit.types import Linear as LinearTypes
 
 from .composites import default_composite
+from .context import Context
 from .errors import CRPError
-from .forward import model_lock, model_state, record_forward
-from .inspection import (
-    InputSpec,
-    LayerInfo,
-    channel_axis,
-    channel_list,
-    check_finite,
-    explainable_layers,
-    resolve_layer,
-    validate_input,
-)
-from .interventions import edited, edits_key, evaluate
-from .receptive import FlatComposite, bounding_box
+from .inspection import InputSpec, LayerInfo, channel_list, check_finite, explainable_layers, resolve_layer
+from .inspection import validate_input as _validate_input
+from .interventions import Edit, edits_key
+from .receptive import bounding_box
 from .results import Attribution, ChannelRelevance, ReceptiveField, RegionRelevance, Subconcepts
 
-
-def _fingerprint(x):
-    """A cheap key of a tensor's content (the forward cache key): equal tensors have equal fingerprints.
-
-    Its last part is a weighted sum with fixed random weights in [0.5, 1.5] (one reduction): unequal tensors rarely
-    share it (a mirrored image does not), and the cache compares the tensors themselves on a hit. NaN and Inf in
-    ``x`` make it non-finite, so that it also serves :func:`check_finite`.
-    """
-    flat = x.detach().reshape(-1)
-    return tuple(x.shape), x.dtype, x.device, float(torch.dot(flat, _weights(flat)))
+# the relevance at the input may not shrink below this share of the explained output's (vanished) ...
+_VANISHED = 1e-6
+# ... nor grow above this multiple of it (blown up): never a silent wrong picture
+_BLOWN_UP = 1e4
 
 
-def _weights(flat):
-    """The fixed random weights of :func:`_fingerprint` for a flat tensor like ``flat`` (kept for a few shapes)."""
-    key = (flat.numel(), flat.dtype, flat.device)
-    weights = _WEIGHTS.get(key)
-    if weights is None:
-        if len(_WEIGHTS) >= 8:
-            _WEIGHTS.clear()
-        generator = torch.Generator().manual_seed(flat.numel())
-        weights = torch.rand(flat.numel(), generator=generator, dtype=torch.float64) + 0.5
-        weights = _WEIGHTS[key] = weights.to(dtype=flat.dtype, device=flat.device)
-    return weights
-
-
-# (numel, dtype, device) -> the weights of :func:`_fingerprint`
-_WEIGHTS = {}
-
-
-def _spatial_sum(tensor, axis):
+def spatial_sum(tensor, axis):
     """Sum a ``[B, ...]`` tensor over everything but the batch and the channel ``axis`` -> ``[B, C]``."""
     axis = axis % tensor.ndim
     dims = [d for d in range(1, tensor.ndim) if d != axis]
@@ -65,11 +40,7 @@ def _spatial_sum(tensor, axis):
 
 
 def _proportion(values):
-    """Each value's share of the summed absolute values.
-
-    Supporting relevance stays positive and contradicting relevance negative, whatever the sign of the total (e.g.
-    when explaining a class the model rejects).
-    """
+    """Each value's share of the summed absolute values (supporting relevance positive, contradicting negative)."""
     scale = float(values.abs().sum())
     return values / scale if scale > 1e-30 else torch.zeros_like(values)
 
@@ -83,28 +54,10 @@ def target_mask(output, target):
     """One-hot selection ``[B, n]`` of the explained output(s) (A.3: relevance starts at the output value).
 
     ``target``: a class index, a list of classes explained together, or one class per sample (a tensor or array).
-    The mask is read-only: masks of one class index are shared (every heatmap of a class starts with one).
     """
-    batch, outputs = output.shape[0], output.shape[1] if output.ndim > 1 else 1
     if output.ndim < 2:
         raise CRPError(f"the model output has shape {tuple(output.shape)}; expected [B, classes]")
-    key = (target, tuple(output.shape), output.dtype, output.device) if type(target) is int else None
-    mask = _TARGET_MASKS.get(key) if key is not None else None
-    if mask is None:
-        mask = _target_mask(output, target, batch, outputs)
-        if key is not None:
-            if len(_TARGET_MASKS) >= 64:
-                _TARGET_MASKS.clear()
-            _TARGET_MASKS[key] = mask
-    return mask
-
-
-# (class index, output shape, dtype, device) -> the mask of :func:`target_mask`
-_TARGET_MASKS = {}
-
-
-def _target_mask(output, target, batch, outputs):
-    """Build the mask of :func:`target_mask`, checking every class index."""
+    batch, outputs = output.shape[0], output.shape[1]
 
     def check(index):
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < outputs:
@@ -130,22 +83,27 @@ def _target_mask(output, target, batch, outputs):
     return mask.reshape(mask.shape + (1,) * (output.ndim - 2))
 
 
+def flat_composite():
+    """The flat rule on linear layers, relevance passed through activations (receptive fields, Sec. 2.3.4)."""
+    return LayerMapComposite([(LinearTypes, Flat()), (Activation, Pass()), (BatchNorm, Pass())])
+
+
 class CRP:
     """Concept Relevance Propagation on a model, with zennit rules.
 
     Parameters
     ----------
     model : torch.nn.Module
-        The model to explain. It is left exactly as found after every call.
+        The model to explain. It is never changed: the engine traces it once and computes with its parameters.
     composite : zennit.core.Composite, optional
-        Rules and canonizers; by default EpsilonPlusFlat with canonizers chosen by architecture (A.3).
+        The rules of the layers; by default EpsilonPlusFlat (A.3). Operations outside layers (residual sums,
+        gates, normalisation, attention) get the rules of :mod:`crp_widgets.engine.ops`.
     layers : Iterable[str], optional
         Extra module names to treat as concept layers (e.g. ResNet blocks), besides Conv and Linear layers.
     cache_size : int
         How many recorded forward passes to keep (each holds the graph of one input).
     vectorize : bool, optional
-        Run the k backward passes of a layer's channels as one ``torch.func.vmap`` pass. By default only on GPUs:
-        on CPUs a loop over the retained graph measured faster.
+        Run the k backward passes of a layer's channels as one ``torch.func.vmap`` pass. By default only on GPUs.
 
     Notes
     -----
@@ -161,165 +119,70 @@ class CRP:
             raise CRPError(f"CRP explains a torch.nn.Module, got {type(model).__name__}")
         self.model = model
         self.composite = composite if composite is not None else default_composite(model)
-        self._modules = dict(model.named_modules())
+        self.lock = threading.RLock()
+        self.context = Context(model, self.composite, cache_size=cache_size)
+        self.fields = Context(model, flat_composite(), mode="flat", cache_size=1)
         self.layer_names = explainable_layers(model)
+        self.tapped = frozenset(self.layer_names)
         for name in layers:
-            resolve_layer(name, self._modules, self.layer_names)
+            self.validate_layer(name)
+        self.input_spec = InputSpec.of(model)
+        self.vectorize = vectorize
+        self.edits = {}
+
+    # --------------------------------------------------------------------------------------------- for the analyses
+
+    def validate_layer(self, name):
+        """Return ``name`` if it is a layer of the model (any module name), else raise :class:`UnknownLayerError`.
+
+        The error lists the valid layers. A module named for the first time becomes a concept layer of this CRP.
+        """
+        resolve_layer(name, dict(self.model.named_modules()), self.layer_names)
+        if name not in self.tapped:
+            self.tapped = self.tapped | {name}
             if name not in self.layer_names:
                 self.layer_names.append(name)
-        self._tapped = frozenset(self.layer_names)  # replaced when a layer is added: a key part hashed once
-        self._spec = InputSpec.of(model)
-        self._cache = collections.OrderedDict()
-        self._cache_size = max(1, int(cache_size))
-        self.vectorize = vectorize
-        self._flat = FlatComposite()
-        self._fields = {}  # the flat-rule forward pass of receptive fields (kept by clear_cache: input independent)
-        self._lock = threading.RLock()
-        self._edits = None  # the edits of an open ``edited`` block, and their key
-        self._edits_key = ()
-
-    # ----------------------------------------------------------------------------------------------- forward cache
-
-    def _state_key(self):
-        """The model's modules, parameters and buffers: which objects, which tensors at which version."""
-        return model_state(self.model)
-
-    def _forward(self, x):
-        """The recorded forward pass of ``x`` (from the cache when nothing changed), and the unbatched flag."""
-        x, unbatched = validate_input(x, self.model, self._spec, finite=False)
-        fingerprint = _fingerprint(x)
-        check_finite(x, fingerprint[3])
-        # A pass on another thread holds canonized stand-ins in the model, and its state looks different then:
-        # the key is taken under the model's lock. Only while another thread holds it, a cache hit is tried first.
-        lock = model_lock(self.model)
-        free = lock.acquire(blocking=False)
-        try:
-            key = self._key(fingerprint)
-            forward = self._cached(key, x)
-            if forward is None and not free:
-                lock.acquire()
-                free = True
-                key = self._key(fingerprint)
-                forward = self._cached(key, x)
-            if forward is None:
-                forward = self._record(key, x)
-        finally:
-            if free:
-                lock.release()
-        return forward, unbatched
-
-    def _key(self, fingerprint):
-        """The forward cache key: the input's fingerprint, the model's state and what shapes the pass."""
-        return (
-            fingerprint,
-            self._state_key(),
-            id(self.composite),
-            self._tapped,
-            self.vectorize,
-            self._edits_key,
-        )
-
-    def _cached(self, key, x):
-        """The cached forward pass of ``x`` (its input compared, not only its fingerprint), or ``None``."""
-        cached = self._cache.get(key)
-        if cached is None or not torch.equal(cached[0], x):
-            return None
-        self._cache.move_to_end(key)
-        return cached[1]
-
-    def _record(self, key, x):
-        """Record the forward pass of ``x`` and cache it under ``key``."""
-        self._cache.pop(key, None)
-        # make room first: the memory of the pass let go is reused at once, while it is still in the caches
-        while len(self._cache) >= self._cache_size:
-            self._cache.popitem(last=False)
-        forward = record_forward(self.model, x, self.composite, sorted(self._tapped), epoch=key[1])
-        if self.vectorize is not None:
-            forward.vectorized = bool(self.vectorize)
-        # a copy of the input: the recorded one shares the caller's memory, which may change (e.g. numpy arrays)
-        self._cache[key] = (x.detach().clone(), forward)
-        return forward
-
-    def edited(self, edits):
-        """Compute everything inside the ``with`` block on the model with ``{layer: Edit}`` applied (Sec. 4.1-4.3).
-
-        Edits (:class:`~crp_widgets.engine.interventions.Scale`, :class:`~crp_widgets.engine.interventions.Blend`)
-        change the layer's activations (of the canonized model, as CRP sees them) for the layers above; relevance
-        passes an edit unchanged. Predictions, attributions and rankings in the block reflect the edits; results
-        are cached per edit. Other threads' passes on the model wait until the block ends.
-
-        Examples
-        --------
-        >>> with crp.edited({"features.conv4": Scale([6, 22])}):  # switch channels 6 and 22 off
-        ...     crp.predict(x)
-        """
-        return self._edited(edits)
-
-    @contextlib.contextmanager
-    def _edited(self, edits):
-        edits = dict(edits or {})
-        for name in edits:
-            self._layer(name)
-        with self._lock, edited(self.model, edits, self.layer_names):
-            previous = self._edits, self._edits_key
-            self._edits, self._edits_key = edits, (*self._edits_key, edits_key(edits))
-            try:
-                yield self
-            finally:
-                self._edits, self._edits_key = previous
-
-    def evaluate(self, x, edits=None, record=()):
-        """The output of a plain forward pass (no relevance, no gradients) with ``edits``, and activations.
-
-        Cheaper than :meth:`predict` under :meth:`edited` when many edited passes are needed (filter flipping,
-        insertion sweeps): the canonized model (as CRP sees its layers) runs under ``torch.no_grad``.
-
-        Parameters
-        ----------
-        x : torch.Tensor
-            One sample or a batch.
-        edits : dict[str, Edit], optional
-            ``{layer: Edit}`` (see :mod:`crp_widgets.engine.interventions`).
-        record : Iterable[str]
-            Layers whose outputs to return.
-
-        Returns
-        -------
-        output : torch.Tensor
-            The logits (unbatched for one sample).
-        activations : dict[str, torch.Tensor]
-            The recorded layers' outputs (after their edits).
-        """
-        record = [self._layer(name) for name in record]
-        for name in edits or {}:
-            self._layer(name)
-        batch, unbatched = validate_input(x, self.model, self._spec)
-        with self._lock:
-            output, found = evaluate(self.model, self.composite, batch, edits, record)
-        if unbatched:
-            return output[0], {name: value[0] for name, value in found.items()}
-        return output, found
-
-    def clear_cache(self):
-        """Drop the recorded forward passes (and the memory their graphs hold)."""
-        with self._lock:
-            self._cache.clear()
-
-    # ---------------------------------------------------------------------------------------------- validation
-
-    def _layer(self, name, role="layer"):
-        """Validate a layer name; start tapping a module named for the first time."""
-        resolve_layer(name, self._modules, self.layer_names)
-        if name not in self._tapped:
-            self._tapped = self._tapped | {name}
         return name
 
-    def _channels(self, forward, layer, channels, ordered=False):
-        tap = forward.tap(layer)
-        count = tap.activation.shape[channel_axis(self._modules[layer])]
-        return channel_list(channels, layer, count, ordered)
+    def validate_input(self, x):
+        """Check an input; return it batched and whether it was one unbatched sample."""
+        return _validate_input(x, self.model, self.input_spec)
 
-    def _conditions(self, conditions):
+    def forward_pass(self, x):
+        """The recorded forward pass of ``x`` (cached) and whether ``x`` was one unbatched sample."""
+        x, unbatched = _validate_input(x, self.model, self.input_spec, finite=False)
+        check_finite(x)
+        with self.lock:
+            self.context.refresh()
+            forward = self.context.forward(x, self.tapped, self.edits, edits_key(self.edits))
+        if self.vectorize is not None:
+            forward.vectorized = bool(self.vectorize)
+        return forward, unbatched
+
+    def single_pass(self, x, what):
+        """The recorded forward pass of one sample; ``what`` names the caller for the error on a batch."""
+        forward, _ = self.forward_pass(x)
+        if forward.input.shape[0] != 1:
+            raise CRPError(f"{what} explains one sample; got a batch of {forward.input.shape[0]}")
+        return forward
+
+    def record(self, x, layers, observe=None):
+        """An uncached forward pass of a validated batch with ``layers`` tapped (``observe`` streams activations)."""
+        with self.lock:
+            self.context.refresh()
+            return self.context.record(x, layers, self.edits, observe)
+
+    def channel_axis(self, layer):
+        """The axis of ``layer``'s output that holds its channels (as seen in the last forward pass)."""
+        return self.context.channel_axis(layer)
+
+    def channels(self, forward, layer, channels, ordered=False):
+        """Validate channel indices of ``layer``; return them sorted (``ordered``: as given)."""
+        tap = forward.tap(layer)
+        return channel_list(channels, layer, tap.activation.shape[tap.axis], ordered)
+
+    def conditions(self, conditions, forward=None):
+        """Validate conditions ``{layer: channels}``; with a forward pass, their channels too."""
         if conditions is None:
             return {}
         if not isinstance(conditions, dict):
@@ -328,35 +191,31 @@ class CRP:
                 f"got {type(conditions).__name__}"
             )
         for name in conditions:
-            self._layer(name)
-        return conditions
+            self.validate_layer(name)
+        if forward is None:
+            return dict(conditions)
+        return {name: self.channels(forward, name, channels) for name, channels in conditions.items()}
 
-    def _validated_conditions(self, forward, conditions):
-        return {name: self._channels(forward, name, channels) for name, channels in conditions.items()}
-
-    def _mask(self, forward, layer, channels):
+    def channel_mask(self, forward, layer, channels):
         """Eq. 8/9: a 0/1 mask over ``layer``'s channel axis selecting ``channels``, broadcastable to its output."""
-        activation = forward.tap(layer).activation
-        axis = channel_axis(self._modules[layer]) % activation.ndim
+        tap = forward.tap(layer)
+        activation = tap.activation
         shape = [1] * activation.ndim
-        shape[axis] = activation.shape[axis]
-        mask = torch.zeros(shape[axis], dtype=activation.dtype, device=activation.device)
+        shape[tap.axis] = activation.shape[tap.axis]
+        mask = torch.zeros(shape[tap.axis], dtype=activation.dtype, device=activation.device)
         mask[channels] = 1
         return mask.reshape(shape)
 
-    def _masks(self, forward, conditions):
-        return {name: self._mask(forward, name, channels) for name, channels in conditions.items()}
+    def masks(self, forward, conditions):
+        """The mask of every condition (Eq. 8)."""
+        return {name: self.channel_mask(forward, name, channels) for name, channels in conditions.items()}
 
-    def _channel_masks(self, forward, layer, channels):
+    def channel_masks(self, forward, layer, channels):
         """``[k, 1, C, 1, ...]``: one mask per channel, for a batched backward."""
-        return torch.stack([self._mask(forward, layer, [channel]) for channel in channels])
+        return torch.stack([self.channel_mask(forward, layer, [channel]) for channel in channels])
 
-    def _target_mask(self, forward, target):
-        """One-hot selection of the explained output(s) of a recorded pass (:func:`target_mask`)."""
-        return target_mask(forward.output, target)
-
-    def _start(self, forward, target, conditions, masks):
-        """Where the backward starts, and with what relevance.
+    def start(self, forward, target, conditions, masks):
+        """Where the backward starts and with what relevance: ``(tensor, relevance, layer or None)``.
 
         From the output value (A.3) or, without a class, from the topmost conditioned layer's activation (Sec. 2.3.5).
         """
@@ -367,42 +226,102 @@ class CRP:
         output = forward.output.detach()
         if target is None:
             return forward.output, output, None
-        return forward.output, output * self._target_mask(forward, target), None
+        return forward.output, output * target_mask(forward.output, target), None
+
+    def layer_relevance(self, forward, layer, target, conditions):
+        """Relevance arriving at ``layer`` (before its own mask), with the other conditions applied.
+
+        Returns ``(relevance, bypass)``: ``bypass`` is the input relevance that does not pass the layer (``None`` for
+        a class-free start at the layer, or when no path bypasses it). Without a class, the relevance at the layer
+        is its activation (Sec. 2.3.5).
+        """
+        key = ("layer", layer, _target_key(target), tuple(sorted((k, tuple(v)) for k, v in conditions.items())))
+        if key in forward.memo:
+            return forward.memo[key]
+        tap = forward.tap(layer)
+        masks = self.masks(forward, conditions)
+        if target is None:
+            above = {name for name in conditions if forward.tap(name).order > tap.order}
+            if above:
+                raise CRPError(
+                    f"without a target class the relevance starts at layer {layer!r} (Sec. 2.3.5), so conditions on "
+                    f"layers above it ({', '.join(sorted(above))}) cannot apply; give a target or drop them"
+                )
+            result = (tap.activation, None)
+        else:
+            start, grad, _ = self.start(forward, target, {}, masks)
+            if forward.bypasses(layer):
+                masks[layer] = torch.zeros_like(self.channel_mask(forward, layer, []))
+                relevance, bypass = forward.backward(start, grad, [tap.output, forward.input], masks)
+                result = (relevance.detach(), bypass.detach())
+            else:
+                (relevance,) = forward.backward(start, grad, [tap.output], masks)
+                result = (relevance.detach(), None)
+        forward.memo[key] = result
+        return result
+
+    def check(self, forward, relevance, start_total, conditions):
+        """Never a silent wrong picture: raise if ``relevance`` at the input is not finite or lost its size.
+
+        An explanation without conditions must keep the order of magnitude of the relevance it started with
+        (``start_total``); the error names the layer where the relevance vanished or blew up.
+        """
+        finite = bool(torch.isfinite(relevance).all())
+        size = float(relevance.abs().sum()) if finite else math.inf
+        reference = abs(start_total)
+        if finite and (conditions or reference < 1e-12 or _VANISHED * reference <= size <= _BLOWN_UP * reference):
+            return
+        raise CRPError(self._diagnosis(forward, finite, size / max(reference, 1e-30)))
+
+    def _diagnosis(self, forward, finite, ratio):
+        """Name the layer where relevance stopped being finite or kept its size, from the output down."""
+        taps = [
+            tap for tap in forward.taps.values() if tap.calls == 1 and tap.problem is None and tap.output.requires_grad
+        ]
+        taps.sort(key=lambda tap: tap.order, reverse=True)
+        output = forward.output.detach()
+        grads = forward.backward(forward.output, output, [tap.output for tap in taps])
+        total = max(float(output.abs().sum()), 1e-30)
+        above = "the output"
+        for tap, grad in zip(taps, grads):
+            size = float(grad.abs().sum())
+            if not math.isfinite(size) or not _VANISHED * total <= size <= _BLOWN_UP * total:
+                what = "is not finite" if not math.isfinite(size) else f"is {size / total:.3g} times the output's"
+                return (
+                    f"the relevance {what} at layer {tap.name!r} (coming from {above}): the rules do not explain this "
+                    "model faithfully there, so no heatmap is shown"
+                )
+            above = repr(tap.name)
+        what = "is not finite" if not finite else f"is {ratio:.3g} times the explained output's"
+        return (
+            f"the relevance at the input {what} (below layer {above}); the rules do not explain this model faithfully"
+        )
 
     # ------------------------------------------------------------------------------------------------- public API
 
     def layers(self, x):
         """The explainable layers with their output shapes and channel counts, in forward order.
 
-        Parameters
-        ----------
-        x : torch.Tensor
-            An example input (one sample or a batch).
-
         Returns
         -------
         list[LayerInfo]
         """
-        with self._lock:
-            forward, _ = self._forward(x)
-            infos = []
-            for name in self.layer_names:
-                tap = forward.taps[name]
-                if tap.calls != 1:
-                    continue
-                axis = channel_axis(self._modules[name])
-                shape = tuple(tap.activation.shape[1:])
-                infos.append(
-                    LayerInfo(name, type(self._modules[name]).__name__, tap.activation.shape[axis], shape, tap.order)
-                )
-            return sorted(infos, key=lambda info: info.order)
+        forward, _ = self.forward_pass(x)
+        infos = []
+        for name in self.layer_names:
+            tap = forward.taps[name]
+            if tap.calls != 1 or tap.problem is not None:
+                continue
+            shape = tuple(tap.activation.shape[1:])
+            kind = type(self.model.get_submodule(name)).__name__
+            infos.append(LayerInfo(name, kind, tap.activation.shape[tap.axis], shape, tap.order))
+        return sorted(infos, key=lambda info: info.order)
 
     def predict(self, x):
         """The model output (logits) for ``x``, from the cached forward pass."""
-        with self._lock:
-            forward, unbatched = self._forward(x)
-            output = forward.output.detach()
-            return output[0] if unbatched else output
+        forward, unbatched = self.forward_pass(x)
+        output = forward.output.detach()
+        return output[0] if unbatched else output
 
     def attribute(self, x, target=None, conditions=None, record=()):
         """CRP attribution of ``x`` (Eq. 8-10).
@@ -422,70 +341,28 @@ class CRP:
         -------
         Attribution
         """
-        with self._lock:
-            conditions = self._conditions(conditions)
-            record = [self._layer(name) for name in record]
-            forward, unbatched = self._forward(x)
-            conditions = self._validated_conditions(forward, conditions)
-            masks = self._masks(forward, conditions)
-            start, grad, _ = self._start(forward, target, conditions, masks)
-            capture = [forward.input] + [forward.tap(name) for name in record]
-            grads = forward.backward(start, grad, capture, masks)
+        record = [self.validate_layer(name) for name in record]
+        conditions = self.conditions(conditions)
+        forward, unbatched = self.forward_pass(x)
+        with self.lock:
+            conditions = self.conditions(conditions, forward)
+            masks = self.masks(forward, conditions)
+            start, grad, _ = self.start(forward, target, conditions, masks)
+            grads = forward.backward(start, grad, [forward.input] + [forward.tap(name) for name in record], masks)
             input_relevance = grads[0].detach()
-            heatmap = input_relevance.sum(dim=1) if input_relevance.ndim > 2 else input_relevance
+            self.check(forward, input_relevance, float(grad.sum()), conditions)
             maps = {name: g.detach() for name, g in zip(record, grads[1:])}
-            relevance = {name: _spatial_sum(maps[name], channel_axis(self._modules[name])) for name in record}
-            activations = {name: forward.tap(name).activation for name in record}
             result = Attribution(
-                heatmap=heatmap,
+                heatmap=input_relevance.sum(dim=1) if input_relevance.ndim > 2 else input_relevance,
                 input_relevance=input_relevance,
-                relevance=relevance,
+                relevance={name: spatial_sum(maps[name], forward.tap(name).axis) for name in record},
                 relevance_maps=maps,
-                activations=activations,
+                activations={name: forward.tap(name).activation for name in record},
                 prediction=forward.output.detach(),
                 target=target,
                 conditions=conditions,
             )
-            return _unbatch(result) if unbatched else result
-
-    def _single(self, x, what):
-        forward, _ = self._forward(x)
-        if forward.input.shape[0] != 1:
-            raise CRPError(f"{what} explains one sample; got a batch of {forward.input.shape[0]}")
-        return forward
-
-    def _layer_relevance(self, forward, layer, target, conditions):
-        """Relevance arriving at ``layer`` (before its own mask), with the other conditions applied.
-
-        Returns ``(relevance, bypass)``: ``bypass`` is the input relevance that does not pass the layer (``None`` for
-        a class-free start at the layer, or when no path bypasses it). Without a class, the relevance at the layer
-        is its activation (Sec. 2.3.5).
-        """
-        key = ("layer", layer, _target_key(target), tuple(sorted((k, tuple(v)) for k, v in conditions.items())))
-        memo = forward.memo
-        if key in memo:
-            return memo[key]
-        tap = forward.tap(layer)
-        masks = self._masks(forward, conditions)
-        if target is None:
-            above = {name: c for name, c in conditions.items() if forward.tap(name).order > tap.order}
-            if above:
-                raise CRPError(
-                    f"without a target class the relevance starts at layer {layer!r} (Sec. 2.3.5), so conditions on "
-                    f"layers above it ({', '.join(sorted(above))}) cannot apply; give a target or drop them"
-                )
-            result = (tap.activation, None)
-        else:
-            start, grad, _ = self._start(forward, target, {}, masks)
-            if forward.bypasses(layer):
-                masks[layer] = torch.zeros_like(self._mask(forward, layer, []))
-                relevance, bypass = forward.backward(start, grad, [tap.output, forward.input], masks)
-                result = (relevance.detach(), bypass.detach())
-            else:
-                (relevance,) = forward.backward(start, grad, [tap.output], masks)
-                result = (relevance.detach(), None)
-        memo[key] = result
-        return result
+        return _unbatch(result) if unbatched else result
 
     def channel_relevance(self, x, layer, target=None, conditions=None):
         """Rank the channels of ``layer`` by relevance for one sample (Eq. 10, Eq. 15).
@@ -497,16 +374,16 @@ class CRP:
         -------
         ChannelRelevance
         """
-        with self._lock:
-            layer = self._layer(layer)
-            conditions = self._conditions(conditions)
-            forward = self._single(x, "channel_relevance")
-            conditions = self._validated_conditions(forward, conditions)
+        layer = self.validate_layer(layer)
+        conditions = self.conditions(conditions)
+        forward = self.single_pass(x, "channel_relevance")
+        with self.lock:
+            conditions = self.conditions(conditions, forward)
             own = conditions.pop(layer, None)
-            relevance, _ = self._layer_relevance(forward, layer, target, conditions)
+            relevance, _ = self.layer_relevance(forward, layer, target, conditions)
             if own is not None:
-                relevance = relevance * self._mask(forward, layer, own)
-            values = _spatial_sum(relevance, channel_axis(self._modules[layer]))[0]
+                relevance = relevance * self.channel_mask(forward, layer, own)
+            values = spatial_sum(relevance, forward.tap(layer).axis)[0]
             total = float(values.sum())
             return ChannelRelevance(layer, values, _proportion(values), total, torch.argsort(values, descending=True))
 
@@ -514,7 +391,7 @@ class CRP:
         """One conditional heatmap per channel of ``layer`` (Eq. 9), for one sample, in the order of ``channels``.
 
         The forward pass and the backward pass from the output down to ``layer`` are shared; the k backward passes
-        from ``layer`` to the input run as one vectorised pass. Each heatmap equals
+        from ``layer`` to the input run together. Each heatmap equals
         ``attribute(x, target, {**conditions, layer: [channel]}).heatmap``. Without a target, the backward starts
         at the channel's own activation (class-free concept localisation, Sec. 2.3.5).
 
@@ -523,21 +400,23 @@ class CRP:
         torch.Tensor
             ``[k, H, W]`` for images (``[k, L]`` for 1-D signals).
         """
-        with self._lock:
-            layer = self._layer(layer)
-            conditions = self._conditions(conditions)
-            forward = self._single(x, "conditional_heatmaps")
-            conditions = self._validated_conditions(forward, conditions)
+        layer = self.validate_layer(layer)
+        conditions = self.conditions(conditions)
+        forward = self.single_pass(x, "conditional_heatmaps")
+        with self.lock:
+            conditions = self.conditions(conditions, forward)
             if layer in conditions:
                 raise CRPError(f"conditions already select channels of {layer!r}; pass those as `channels` instead")
-            channels = self._channels(forward, layer, channels, ordered=True)
-            relevance, bypass = self._layer_relevance(forward, layer, target, conditions)
-            grads = self._channel_masks(forward, layer, channels) * relevance
-            below = self._masks(forward, conditions)
+            channels = self.channels(forward, layer, channels, ordered=True)
+            relevance, bypass = self.layer_relevance(forward, layer, target, conditions)
+            grads = self.channel_masks(forward, layer, channels) * relevance
+            below = self.masks(forward, conditions)
             (input_relevance,) = forward.backward(forward.tap(layer).site, grads, [forward.input], below, batched=True)
             input_relevance = input_relevance[:, 0].detach()
             if bypass is not None:
                 input_relevance = input_relevance + bypass[0]
+            if not bool(torch.isfinite(input_relevance).all()):
+                self.check(forward, input_relevance, 1.0, {})
             return input_relevance.sum(dim=1) if input_relevance.ndim > 2 else input_relevance
 
     def region_relevance(self, x, layer, mask, target=None, conditions=None):
@@ -556,16 +435,16 @@ class CRP:
         -------
         RegionRelevance
         """
-        with self._lock:
-            layer = self._layer(layer)
-            conditions = self._conditions(conditions)
-            forward = self._single(x, "region_relevance")
-            conditions = self._validated_conditions(forward, conditions)
+        layer = self.validate_layer(layer)
+        conditions = self.conditions(conditions)
+        forward = self.single_pass(x, "region_relevance")
+        with self.lock:
+            conditions = self.conditions(conditions, forward)
             if layer in conditions:
                 raise CRPError(f"conditions already select channels of {layer!r}; region_relevance ranks all of them")
-            region = self._region(forward, mask)
-            relevance, bypass = self._layer_relevance(forward, layer, target, conditions)
-            masks = self._masks(forward, conditions)
+            region = _region(forward, mask)
+            relevance, bypass = self.layer_relevance(forward, layer, target, conditions)
+            masks = self.masks(forward, conditions)
             with torch.enable_grad():
                 seed = relevance.detach().clone().requires_grad_()
                 (input_relevance,) = forward.backward(
@@ -574,42 +453,19 @@ class CRP:
                 (sensitivity,) = torch.autograd.grad((input_relevance * region).sum(), seed, allow_unused=True)
             if sensitivity is None:
                 sensitivity = torch.zeros_like(relevance)
-            axis = channel_axis(self._modules[layer])
-            values = _spatial_sum(sensitivity.detach() * relevance, axis)[0]
-            channels = _spatial_sum(relevance, axis)[0]
-            total = float(channels.sum())
-            region_total = float(values.sum())
-            bypass_in_region = float((bypass * region).sum()) if bypass is not None else 0.0
+            axis = forward.tap(layer).axis
+            values = spatial_sum(sensitivity.detach() * relevance, axis)[0]
+            channels = spatial_sum(relevance, axis)[0]
             return RegionRelevance(
                 layer=layer,
                 relevance=values,
                 share_of_region=_proportion(values),
                 share_of_total=values / max(float(channels.abs().sum()), 1e-30),
-                region_total=region_total,
-                total=total,
-                bypass=bypass_in_region,
+                region_total=float(values.sum()),
+                total=float(channels.sum()),
+                bypass=float((bypass * region).sum()) if bypass is not None else 0.0,
                 order=torch.argsort(values, descending=True),
             )
-
-    def _region(self, forward, mask):
-        """Validate a boolean input region and return it broadcastable to the input ``[1, 1, ...spatial]``."""
-        mask = torch.as_tensor(mask)
-        spatial = tuple(forward.input.shape[2:]) if forward.input.ndim > 2 else tuple(forward.input.shape[1:])
-        if mask.ndim == len(spatial) + 1 and mask.shape[0] == 1:
-            mask = mask[0]
-        if tuple(mask.shape) != spatial:
-            raise CRPError(
-                f"the region mask has shape {tuple(mask.shape)}, but the input's spatial shape is {spatial}: "
-                "give a boolean mask of that shape"
-            )
-        if mask.dtype != torch.bool:
-            if not bool(((mask == 0) | (mask == 1)).all()):
-                raise CRPError("the region mask must be boolean (or 0/1)")
-            mask = mask.bool()
-        if not bool(mask.any()):
-            raise CRPError("the region mask is empty; select at least one input position")
-        mask = mask.to(device=forward.input.device, dtype=forward.input.dtype)
-        return mask.reshape((1, 1, *spatial)) if forward.input.ndim > 2 else mask.reshape((1, *spatial))
 
     def subconcepts(self, x, layer, channel, lower_layer, target=None, k=5, conditions=None):
         """The ``k`` channels of ``lower_layer`` that carry most of ``channel``'s relevance (Eq. 13-16).
@@ -621,12 +477,12 @@ class CRP:
         -------
         Subconcepts
         """
-        with self._lock:
-            layer, lower_layer = self._layer(layer), self._layer(lower_layer)
-            conditions = self._conditions(conditions)
-            forward = self._single(x, "subconcepts")
-            conditions = self._validated_conditions(forward, conditions)
-            (channel,) = self._channels(forward, layer, [channel])
+        layer, lower_layer = self.validate_layer(layer), self.validate_layer(lower_layer)
+        conditions = self.conditions(conditions)
+        forward = self.single_pass(x, "subconcepts")
+        with self.lock:
+            conditions = self.conditions(conditions, forward)
+            (channel,) = self.channels(forward, layer, [channel])
             if forward.tap(lower_layer).order >= forward.tap(layer).order:
                 ran = forward.layer_order([n for n in self.layer_names if forward.taps[n].calls == 1])
                 raise CRPError(
@@ -636,12 +492,12 @@ class CRP:
             for name in (layer, lower_layer):
                 if name in conditions:
                     raise CRPError(f"conditions must not select channels of {name!r} here; it is a parameter")
-            relevance, _ = self._layer_relevance(forward, layer, target, conditions)
-            parent = relevance * self._mask(forward, layer, [channel])
+            relevance, _ = self.layer_relevance(forward, layer, target, conditions)
+            parent = relevance * self.channel_mask(forward, layer, [channel])
             parent_relevance = float(parent.sum())
-            below = self._masks(forward, conditions)
+            below = self.masks(forward, conditions)
             (lower,) = forward.backward(forward.tap(layer).site, parent, [forward.tap(lower_layer)], below)
-            values = _spatial_sum(lower.detach(), channel_axis(self._modules[lower_layer]))[0]
+            values = spatial_sum(lower.detach(), forward.tap(lower_layer).axis)[0]
             order = torch.argsort(values, descending=True)[: max(0, int(k))]
             top = values[order]
             return Subconcepts(
@@ -667,13 +523,70 @@ class CRP:
         return attribution_graph(self, x, layer, channel, target, width, layers, conditions, heatmaps)
 
     def drill_down(self, x, path, target=None, k=5, next_layer=None, heatmaps=True, conditions=None):
-        """Top-k channels of the next layer down at each step of a path of channels (seed 000).
+        """Top-k channels of the next layer down at each step of a path of channels.
 
         See :func:`crp_widgets.engine.hierarchy.drill_down`.
         """
         from .hierarchy import drill_down
 
         return drill_down(self, x, path, target, k, next_layer, heatmaps, conditions)
+
+    def edited(self, edits):
+        """Compute everything inside the ``with`` block on the model with ``{layer: Edit}`` applied (Sec. 4.1-4.3).
+
+        Edits (:class:`~crp_widgets.engine.interventions.Scale`, :class:`~crp_widgets.engine.interventions.Blend`)
+        change the layer's activations (of the canonized model, as CRP sees them) for the layers above; relevance
+        passes an edit unchanged. Predictions, attributions and rankings in the block reflect the edits; results
+        are cached per edit. Other threads' uses of this CRP wait until the block ends.
+
+        Examples
+        --------
+        >>> with crp.edited({"features.conv4": Scale([6, 22])}):  # switch channels 6 and 22 off
+        ...     crp.predict(x)
+        """
+        return self._edited(edits)
+
+    @contextlib.contextmanager
+    def _edited(self, edits):
+        edits = _validated_edits(self, edits)
+        with self.lock:
+            previous = self.edits
+            self.edits = {**previous, **edits}
+            try:
+                yield self
+            finally:
+                self.edits = previous
+
+    def evaluate(self, x, edits=None, record=(), grad=False):
+        """The output of the canonized model on ``x`` with ``edits``, and the outputs of the ``record`` layers.
+
+        No relevance rules: the model's own function in eval mode, as CRP sees its layers. Without ``grad`` no
+        gradients are computed (cheaper than :meth:`predict` for many edited passes: filter flipping, sweeps); with
+        ``grad`` the outputs are differentiable with respect to the input and the recorded layers' outputs (plain
+        gradients, e.g. for Integrated Gradients or concept vectors).
+
+        Returns
+        -------
+        output : torch.Tensor
+            The logits (unbatched for one sample).
+        activations : dict[str, torch.Tensor]
+            The recorded layers' outputs (after their edits).
+        """
+        record = [self.validate_layer(name) for name in record]
+        edits = {**self.edits, **_validated_edits(self, edits)}
+        batch, unbatched = self.validate_input(x)
+        with self.lock:
+            self.context.refresh()
+            output, found = self.context.evaluate(batch, record, edits, grad)
+        if unbatched:
+            return output[0], {name: value[0] for name, value in found.items()}
+        return output, found
+
+    def clear_cache(self):
+        """Drop the recorded forward passes (and the memory their graphs hold)."""
+        with self.lock:
+            self.context.passes.clear()
+            self.fields.passes.clear()
 
     def receptive_fields(self, layer, neurons, x):
         """Receptive fields of neurons of ``layer`` with the flat rule (Sec. 2.3.4, Eq. 25).
@@ -691,21 +604,16 @@ class CRP:
         -------
         list[ReceptiveField]
         """
-        with self._lock:
-            layer = self._layer(layer)
-            shape = tuple(x.shape) if hasattr(x, "shape") else tuple(x)
-            reference = next(iter(self.model.parameters()), None)
-            probe = torch.zeros(
-                shape, dtype=getattr(reference, "dtype", torch.float32), device=getattr(reference, "device", "cpu")
-            )
-            probe, _ = validate_input(probe, self.model, self._spec)
-            key = (tuple(probe.shape), self._tapped, self._state_key())
-            forward = self._fields.get(key)
-            if forward is None:
-                forward = record_forward(self.model, probe, self._flat, sorted(self._tapped))
-                if self.vectorize is not None:
-                    forward.vectorized = bool(self.vectorize)
-                self._fields = {key: forward}  # input independent: one shape and model state at a time
+        layer = self.validate_layer(layer)
+        shape = tuple(x.shape) if hasattr(x, "shape") else tuple(x)
+        reference = next(iter(self.model.parameters()), None)
+        probe = torch.ones(
+            shape, dtype=getattr(reference, "dtype", torch.float32), device=getattr(reference, "device", "cpu")
+        )
+        probe, _ = self.validate_input(probe)
+        with self.lock:
+            self.fields.refresh()
+            forward = self.fields.forward(probe, self.tapped)
             tap = forward.tap(layer)
             sample = tuple(tap.activation.shape[1:])
             neurons = [tuple(int(i) for i in (n if isinstance(n, (tuple, list)) else (n,))) for n in neurons]
@@ -730,6 +638,36 @@ class CRP:
     def receptive_field(self, layer, neuron, x):
         """The receptive field of one neuron (see :meth:`receptive_fields`)."""
         return self.receptive_fields(layer, [neuron], x)[0]
+
+
+def _validated_edits(crp, edits):
+    edits = dict(edits or {})
+    for name, edit in edits.items():
+        crp.validate_layer(name)
+        if not isinstance(edit, Edit):
+            raise CRPError(f"the edit of layer {name!r} is a {type(edit).__name__}; give a Scale or a Blend")
+    return edits
+
+
+def _region(forward, mask):
+    """Validate a boolean input region and return it broadcastable to the input ``[1, 1, ...spatial]``."""
+    mask = torch.as_tensor(mask)
+    spatial = tuple(forward.input.shape[2:]) if forward.input.ndim > 2 else tuple(forward.input.shape[1:])
+    if mask.ndim == len(spatial) + 1 and mask.shape[0] == 1:
+        mask = mask[0]
+    if tuple(mask.shape) != spatial:
+        raise CRPError(
+            f"the region mask has shape {tuple(mask.shape)}, but the input's spatial shape is {spatial}: "
+            "give a boolean mask of that shape"
+        )
+    if mask.dtype != torch.bool:
+        if not bool(((mask == 0) | (mask == 1)).all()):
+            raise CRPError("the region mask must be boolean (or 0/1)")
+        mask = mask.bool()
+    if not bool(mask.any()):
+        raise CRPError("the region mask is empty; select at least one input position")
+    mask = mask.to(device=forward.input.device, dtype=forward.input.dtype)
+    return mask.reshape((1, 1, *spatial)) if forward.input.ndim > 2 else mask.reshape((1, *spatial))
 
 
 def _target_key(target):

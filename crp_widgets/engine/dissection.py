@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from .errors import CRPError, check_count
-from .inspection import channel_axis
 
 
 @dataclasses.dataclass
@@ -133,7 +132,7 @@ def _activations(crp, dataset, layer, batch):
     x = torch.stack([_input(dataset[i]) for i in batch]).to(device)
     _, found = crp.evaluate(x, record=[layer])
     activation = found[layer]
-    axis = channel_axis(crp._modules[layer]) % activation.ndim
+    axis = crp.channel_axis(layer) % activation.ndim
     return activation.movedim(axis, 1).float(), tuple(x.shape[2:])
 
 
@@ -205,7 +204,7 @@ def dissect(crp, dataset, layer, masks=None, quantile=0.005, batch_size=32, indi
     -------
     Labels
     """
-    crp._layer(layer)
+    crp.validate_layer(layer)
     if not isinstance(quantile, (int, float)) or not 0 < quantile < 1:
         raise CRPError(f"quantile must lie strictly between 0 and 1 (0.005 in Network Dissection), got {quantile!r}")
     check_count(batch_size, "batch_size must be a positive integer")

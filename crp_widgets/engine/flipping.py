@@ -14,7 +14,6 @@ import torch
 
 from .crp import target_mask
 from .errors import CRPError, check_count
-from .inspection import validate_input
 from .interventions import Edit, Scale
 
 __all__ = [
@@ -169,7 +168,7 @@ class LayerShares:
 
 def _batch(crp, x):
     """``x`` as a validated batch ``[N, ...]``."""
-    batch, _ = validate_input(x, crp.model, crp._spec)
+    batch, _ = crp.validate_input(x)
     return batch
 
 
@@ -218,7 +217,7 @@ def _channel_relevance(crp, batch, layer, select, batch_size):
 def _layer(crp, layer):
     if not isinstance(layer, str):
         raise CRPError(f"layer must be a layer name (str), got {type(layer).__name__}; valid: {crp.layer_names}")
-    return crp._layer(layer)
+    return crp.validate_layer(layer)
 
 
 def _positive_fractions(relevance):
@@ -588,8 +587,8 @@ def layer_shares(crp, x, target=None, layers=None, batch_size=16):
     total = torch.cat(totals).cpu()
     output = (logits * select).sum(dim=1).cpu()
     per_sample = total / torch.where(output.abs() > 1e-12, output, torch.full_like(output, 1e-12))[:, None]
-    with crp._lock:
-        forward, _ = crp._forward(batch[:batch_size])
+    with crp.lock:
+        forward, _ = crp.forward_pass(batch[:batch_size])
         ordered = forward.layer_order(names)
     index = [names.index(name) for name in ordered]
     total, per_sample = total[:, index], per_sample[:, index]

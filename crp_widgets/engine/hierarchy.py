@@ -10,13 +10,12 @@ import itertools
 import torch
 
 from .errors import CRPError
-from .inspection import channel_axis
 from .results import AttributionGraph, DrillStep, GraphEdge, GraphNode
 
 
 def _per_channel(crp, layer, relevance):
     """``[n, C]`` channel relevance of a batch of relevance maps ``[n, ...]`` of ``layer`` (Eq. 14)."""
-    axis = channel_axis(crp._modules[layer]) % relevance.ndim
+    axis = crp.channel_axis(layer) % relevance.ndim
     dims = [d for d in range(1, relevance.ndim) if d != axis]
     return relevance.sum(dim=dims) if dims else relevance
 
@@ -55,13 +54,13 @@ def attribution_graph(crp, x, layer, channel, target=None, width=(3, 2), layers=
     -------
     AttributionGraph
     """
-    with crp._lock:
-        layer = crp._layer(layer)
-        conditions = crp._conditions(conditions)
+    with crp.lock:
+        layer = crp.validate_layer(layer)
+        conditions = crp.conditions(conditions)
         if layers is not None:
-            layers = [crp._layer(name) for name in layers]
-        forward = crp._single(x, "attribution_graph")
-        conditions = crp._validated_conditions(forward, conditions)
+            layers = [crp.validate_layer(name) for name in layers]
+        forward = crp.single_pass(x, "attribution_graph")
+        conditions = crp.conditions(conditions, forward)
         width = [int(w) for w in width]
         if not width or any(w < 1 for w in width):
             raise CRPError(f"width must list at least one positive number of concepts per level, got {width}")
@@ -79,10 +78,10 @@ def attribution_graph(crp, x, layer, channel, target=None, width=(3, 2), layers=
         for name in levels:
             if name in conditions:
                 raise CRPError(f"conditions must not select channels of {name!r}, a layer of the graph")
-        (channel,) = crp._channels(forward, layer, [channel])
-        masks = crp._masks(forward, conditions)
-        relevance, _ = crp._layer_relevance(forward, layer, target, conditions)
-        root_map = relevance * crp._mask(forward, layer, [channel])
+        (channel,) = crp.channels(forward, layer, [channel])
+        masks = crp.masks(forward, conditions)
+        relevance, _ = crp.layer_relevance(forward, layer, target, conditions)
+        root_map = relevance * crp.channel_mask(forward, layer, [channel])
         root_relevance = float(root_map.sum())
         # Relevance of every lower channel conditioned on the root alone: the node values (Fig. 17, parentheses).
         overall = forward.backward(forward.tap(layer).site, root_map, [forward.tap(n) for n in levels[1:]], masks)
@@ -112,7 +111,7 @@ def attribution_graph(crp, x, layer, channel, target=None, width=(3, 2), layers=
                     edges.append(GraphEdge(parent, (lower, child), flow, fraction))
                     value = float(overall[depth - 1][child])
                     nodes.setdefault((lower, child), GraphNode(lower, child, depth, value, share(value)))
-                    child_map = low[index] * crp._mask(forward, lower, [child])
+                    child_map = low[index] * crp.channel_mask(forward, lower, [child])
                     following[lower, child] = following.get((lower, child), 0) + child_map
             frontier = following
         if heatmaps and frontier:
@@ -144,22 +143,22 @@ def drill_down(crp, x, path, target=None, k=5, next_layer=None, heatmaps=True, c
     list[DrillStep]
         One step per path element.
     """
-    with crp._lock:
-        path = [(crp._layer(name), channel) for name, channel in path]
+    with crp.lock:
+        path = [(crp.validate_layer(name), channel) for name, channel in path]
         if not path:
             raise CRPError("the path is empty; give at least one (layer, channel) pair")
-        conditions = crp._conditions(conditions)
+        conditions = crp.conditions(conditions)
         if next_layer is not None:
-            next_layer = crp._layer(next_layer)
-        forward = crp._single(x, "drill_down")
-        conditions = crp._validated_conditions(forward, conditions)
-        path = [(name, crp._channels(forward, name, [channel])[0]) for name, channel in path]
+            next_layer = crp.validate_layer(next_layer)
+        forward = crp.single_pass(x, "drill_down")
+        conditions = crp.conditions(conditions, forward)
+        path = [(name, crp.channels(forward, name, [channel])[0]) for name, channel in path]
         orders = [forward.tap(name).order for name, _ in path]
         if any(a <= b for a, b in itertools.pairwise(orders)):
             raise CRPError(f"the path must go from the output towards the input, got layers {[n for n, _ in path]}")
-        masks = crp._masks(forward, conditions)
-        relevance, _ = crp._layer_relevance(forward, path[0][0], target, conditions)
-        current = relevance * crp._mask(forward, path[0][0], [path[0][1]])
+        masks = crp.masks(forward, conditions)
+        relevance, _ = crp.layer_relevance(forward, path[0][0], target, conditions)
+        current = relevance * crp.channel_mask(forward, path[0][0], [path[0][1]])
         steps = []
         for index, (name, _) in enumerate(path):
             if index + 1 < len(path):
@@ -180,7 +179,7 @@ def drill_down(crp, x, path, target=None, k=5, next_layer=None, heatmaps=True, c
             total = float(current.sum())
             maps = None
             if heatmaps and top and (heatmaps != "last" or index == len(path) - 1):
-                maps = _input_heatmaps(forward, lower, crp._channel_masks(forward, lower, top) * low, masks)
+                maps = _input_heatmaps(forward, lower, crp.channel_masks(forward, lower, top) * low, masks)
             steps.append(
                 DrillStep(
                     path=path[: index + 1],
@@ -192,5 +191,5 @@ def drill_down(crp, x, path, target=None, k=5, next_layer=None, heatmaps=True, c
                 )
             )
             if index + 1 < len(path):
-                current = low * crp._mask(forward, lower, [path[index + 1][1]])
+                current = low * crp.channel_mask(forward, lower, [path[index + 1][1]])
         return steps

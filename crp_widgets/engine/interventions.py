@@ -4,20 +4,16 @@ An :class:`Edit` maps a layer's output to an edited output: :class:`Scale` switc
 (filter flipping, Sec. 4.1; "what-if", Fig. 22 right), :class:`Blend` blends a donor's activations into the sample
 inside a spatial mask (concept insertion, Eq. 27-28, and replacement by a spatially averaged concept, Eq. 29).
 
-:func:`edited` applies edits to a model for the duration of a ``with`` block, as forward hooks that run before the
-CRP rules: the rest of the network sees the edited activations, while relevance passes an edit unchanged (the
-edited layer's rule distributes the relevance its neurons receive, Eq. 1-3). :meth:`CRP.edited` and
-:meth:`CRP.evaluate` use them; the model is left as found afterwards.
+:meth:`CRP.edited` and :meth:`CRP.evaluate` apply edits to the layers' outputs in the explainable graph: the rest of
+the network sees the edited activations, while relevance passes an edit unchanged (the edited layer's rule
+distributes the relevance its neurons receive, Eq. 1-3). The model itself is never changed.
 """
 
-import contextlib
 import hashlib
 
 import torch
 
 from .errors import CRPError
-from .forward import canonized, model_lock
-from .inspection import channel_axis, resolve_layer
 
 
 def _tensor_key(tensor):
@@ -196,78 +192,6 @@ def layer_mask(mask, shape):
     return pool(mask[None, None], shape)[0, 0] > 0
 
 
-class _Pass(torch.autograd.Function):
-    """Forward the edited value; pass the gradient (the relevance) to the unedited output unchanged."""
-
-    @staticmethod
-    def forward(ctx, output, edited):
-        return edited
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad, None
-
-
 def edits_key(edits):
     """A hashable description of ``{layer: Edit}``, for caches."""
     return tuple(sorted((name, edit.key()) for name, edit in (edits or {}).items()))
-
-
-def _hook(edit, axis):
-    def hook(module, args, output):
-        if not isinstance(output, torch.Tensor):
-            raise CRPError(
-                f"{type(module).__name__} returns {type(output).__name__}; only tensor outputs can be edited"
-            )
-        new = edit(output.detach() if output.requires_grad else output, axis)
-        return _Pass.apply(output, new.detach()) if output.requires_grad else new
-
-    return hook
-
-
-@contextlib.contextmanager
-def edited(model, edits, layer_names=None):
-    """Apply ``{layer: Edit}`` to ``model`` inside the block (forward hooks, removed afterwards).
-
-    The hooks run before any other hook of the module (so CRP rules and taps see the edited output) and hold the
-    model's lock, so no other recorded pass of the model overlaps.
-    """
-    modules = dict(model.named_modules())
-    names = layer_names if layer_names is not None else [name for name in modules if name]
-    for name, edit in (edits or {}).items():
-        resolve_layer(name, modules, names)
-        if not isinstance(edit, Edit):
-            raise CRPError(f"the edit of layer {name!r} is a {type(edit).__name__}; give a Scale or a Blend")
-    handles = []
-    with model_lock(model):
-        try:
-            for name, edit in (edits or {}).items():
-                module = modules[name]
-                handles.append(module.register_forward_hook(_hook(edit, channel_axis(module)), prepend=True))
-            yield model
-        finally:
-            for handle in handles:
-                handle.remove()
-
-
-def evaluate(model, composite, x, edits=None, record=()):
-    """A plain forward pass of the canonized model (no gradients) with ``edits``; see :meth:`CRP.evaluate`."""
-    modules = dict(model.named_modules())
-    found = {}
-    handles = []
-
-    def recorder(name):
-        def hook(module, args, output):
-            found[name] = output.detach()
-
-        return hook
-
-    with canonized(model, composite), torch.no_grad(), edited(model, edits):
-        try:
-            for name in record:
-                handles.append(modules[name].register_forward_hook(recorder(name)))
-            output = model(x)
-        finally:
-            for handle in handles:
-                handle.remove()
-    return output, found

@@ -12,7 +12,6 @@ import dataclasses
 import torch
 
 from .errors import CRPError, check_count
-from .inspection import channel_axis
 from .interventions import Scale
 
 __all__ = ["SuspiciousRegion", "SwitchOffCurve", "classes_using", "suspicious_region", "switch_off_curve"]
@@ -175,7 +174,7 @@ def switch_off_curve(crp, x, layer, channels, classes=None, top=4):
     if x.ndim < 2:
         raise CRPError(f"switch_off_curve takes one sample ([C, H, W] or [C, L]), got shape {list(x.shape)}")
     output, found = crp.evaluate(x[None], record=[layer])
-    width = found[layer].shape[channel_axis(crp._modules[layer]) % found[layer].ndim]
+    width = found[layer].shape[crp.channel_axis(layer) % found[layer].ndim]
     bad = [c for c in channels if not 0 <= c < width]
     if bad:
         raise CRPError(f"channel(s) {bad} out of range: layer {layer!r} has {width} channels (0-{width - 1})")

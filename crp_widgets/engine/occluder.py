@@ -19,8 +19,6 @@ import torch
 
 from .crp import CRP
 from .errors import CRPError, check_count
-from .forward import model_lock, preserved
-from .inspection import InputSpec, channel_axis, validate_input
 
 __all__ = [
     "Agreement",
@@ -168,10 +166,11 @@ def _clip(x, bounds):
 
 
 def _model(model_or_crp):
+    """The CRP that evaluates the model (its own function in eval mode, as CRP sees its layers)."""
     if isinstance(model_or_crp, CRP):
-        return model_or_crp.model
-    if isinstance(model_or_crp, torch.nn.Module):
         return model_or_crp
+    if isinstance(model_or_crp, torch.nn.Module):
+        return CRP(model_or_crp)
     raise CRPError(f"expected a torch.nn.Module or a CRP, got {type(model_or_crp).__name__}")
 
 
@@ -181,19 +180,18 @@ def _crp(crp):
     return crp
 
 
-def _images(images, model, role="images"):
-    """Validate a batch of inputs ``[N, ...]`` for ``model``; return it on the model's device."""
+def _images(images, crp, role="images"):
+    """Validate a batch of inputs ``[N, ...]`` for the model; return it on the model's device."""
     if isinstance(images, (list, tuple)):
         if not images:
             raise CRPError(f"{role} is empty: give a batch [N, C, H, W] of the class's inputs")
         images = torch.stack([torch.as_tensor(image) for image in images])
-    x, _ = validate_input(images, model, InputSpec.of(model))
+    x, _ = crp.validate_input(images)
     return x
 
 
-def _classes(model, x):
-    with model_lock(model), preserved(model), torch.no_grad():
-        return model(x[:1]).shape[-1]
+def _classes(crp, x):
+    return crp.evaluate(x[:1])[0].shape[-1]
 
 
 def _check_class(cls, outputs):
@@ -295,9 +293,9 @@ def learn_occluder(
     Eq. 4 also asks that ``t`` keeps the clean predictions (``f(t(x_i)) = f(x_i) = y``); images that break it are not
     dropped here: pass the images the model classifies as ``y``. The attack success rate counts only those.
     """
-    model = _model(model_or_crp)
-    x = _images(images, model)
-    cls = _check_class(cls, _classes(model, x))
+    crp = _model(model_or_crp)
+    x = _images(images, crp)
+    cls = _check_class(cls, _classes(crp, x))
     check_count(steps, "steps must be a positive integer")
     lr = _positive("lr", lr)
     l1 = _positive("l1", l1, allow_zero=True)
@@ -316,10 +314,10 @@ def learn_occluder(
         batch = x
         if batch_size is not None and batch_size < len(x):
             batch = x[torch.randperm(len(x), generator=generator)[:batch_size].to(x.device)]
-        with model_lock(model), preserved(model), torch.enable_grad():
+        with torch.enable_grad():
             occluded = _clip(batch - delta, limits)
             inputs = occluded if transforms is None else torch.cat([occluded, transforms(occluded, generator)])
-            logits = model(inputs)
+            logits = crp.evaluate(inputs, grad=True)[0]
             # Eq. 5, first term: the class logit of x - delta plus that of t(x - delta), averaged over the images
             attack = logits[:, cls].sum() / len(batch)
             (gradient,) = torch.autograd.grad(attack, [delta])
@@ -346,16 +344,15 @@ def learn_occluder(
         steps=len(losses),
         converged=converged,
         success_rate=float("nan"),
-        model=model,
+        model=crp.model,
     )
-    if bool((_predictions(model, x, 256) == cls).any()):
+    if bool((_predictions(crp, x, 256) == cls).any()):
         occluder.success_rate = attack_success_rate(occluder, x)
     return occluder
 
 
-def _predictions(model, x, batch_size):
-    with model_lock(model), preserved(model), torch.no_grad():
-        return torch.cat([model(b).argmax(dim=-1) for b in _batches(x, batch_size)])
+def _predictions(crp, x, batch_size):
+    return torch.cat([crp.evaluate(b)[0].argmax(dim=-1) for b in _batches(x, batch_size)])
 
 
 def attack_success_rate(occluder, images, cls=None, batch_size=64):
@@ -379,13 +376,13 @@ def attack_success_rate(occluder, images, cls=None, batch_size=64):
     """
     if not isinstance(occluder, Occluder):
         raise CRPError(f"expected an Occluder (from learn_occluder), got {type(occluder).__name__}")
-    model = occluder.model
-    x = _images(images, model)
-    cls = occluder.cls if cls is None else _check_class(cls, _classes(model, x))
-    clean = _predictions(model, x, batch_size) == cls
+    crp = _model(occluder.model)
+    x = _images(images, crp)
+    cls = occluder.cls if cls is None else _check_class(cls, _classes(crp, x))
+    clean = _predictions(crp, x, batch_size) == cls
     if not bool(clean.any()):
         raise CRPError(f"none of the {len(x)} images is classified as class {cls}: there is nothing to attack")
-    flipped = _predictions(model, occluder.apply(x), batch_size) != cls
+    flipped = _predictions(crp, occluder.apply(x), batch_size) != cls
     return float((flipped & clean).sum()) / float(clean.sum())
 
 
@@ -422,15 +419,11 @@ def feature_importance(crp, images, occluder, layer, signed=False, batch_size=64
     crp = _crp(crp)
     if not isinstance(occluder, Occluder):
         raise CRPError(f"expected an Occluder (from learn_occluder), got {type(occluder).__name__}")
-    x = _images(images, crp.model)
+    x = _images(images, crp)
     clean = _activations(crp, x, layer, batch_size)
     occluded = _activations(crp, occluder.apply(x), layer, batch_size)
     scores = (clean - occluded).mean(dim=0)
     return scores if signed else scores.clamp(min=0)
-
-
-def _channel_axis(crp, layer):
-    return channel_axis(crp._modules[layer])
 
 
 def channel_importance(crp, images, occluder, layer, batch_size=64):
@@ -459,7 +452,7 @@ def channel_importance(crp, images, occluder, layer, batch_size=64):
         ``[C]``, in [0, 1].
     """
     fis = feature_importance(crp, images, occluder, layer, batch_size=batch_size)
-    axis = _channel_axis(crp, layer) % (fis.ndim + 1) - 1
+    axis = crp.channel_axis(layer) % (fis.ndim + 1) - 1
     totals = fis.movedim(axis, 0).reshape(fis.shape[axis], -1).sum(dim=1)
     top = float(totals.max())
     return totals / top if top > 0 else totals
@@ -487,9 +480,9 @@ def meta_detector(crp, images, layer, weights, batch_size=64):
         ``[N, *spatial]`` (e.g. ``[N, H, W]`` for a convolution, ``[N]`` for a dense layer).
     """
     crp = _crp(crp)
-    x = _images(images, crp.model)
+    x = _images(images, crp)
     activations = _activations(crp, x, layer, batch_size)
-    axis = _channel_axis(crp, layer) % activations.ndim
+    axis = crp.channel_axis(layer) % activations.ndim
     weights = torch.as_tensor(weights, dtype=activations.dtype, device=activations.device)
     if weights.shape != (activations.shape[axis],):
         raise CRPError(
@@ -524,7 +517,7 @@ def class_relevance(crp, images, layer, cls, batch_size=32):
         ``[C]``.
     """
     crp = _crp(crp)
-    x = _images(images, crp.model)
+    x = _images(images, crp)
     total = 0
     for batch in _batches(x, batch_size):
         total = total + crp.attribute(batch, target=cls, record=[layer]).relevance[layer].sum(dim=0)

@@ -16,8 +16,6 @@ import dataclasses
 import torch
 
 from .errors import CRPError, check_count
-from .forward import canonized
-from .inspection import channel_axis
 from .interventions import Scale
 
 METHODS = ("crp", "ig")
@@ -93,40 +91,26 @@ def channel_integrated_gradients(crp, x, layer, target, steps=16, max_batch=256)
     torch.Tensor
         ``[B, C]``.
     """
-    layer = crp._layer(layer)
+    layer = crp.validate_layer(layer)
     check_count(steps, "steps must be a positive number of Riemann terms")
-    model, module = crp.model, crp._modules[layer]
-    axis = channel_axis(module)
     batch = x.shape[0]
     targets = torch.as_tensor(target).flatten().to(x.device)
     targets = targets.expand(batch) if targets.numel() == 1 else targets
     alphas = (torch.arange(steps, dtype=torch.float32) + 0.5) / steps
     chunk = max(1, max_batch // batch)
-    total, activation = None, None
-    with canonized(model, crp.composite):
-        for start in range(0, steps, chunk):
-            factors = alphas[start : start + chunk].repeat_interleave(batch).to(x.device)
-            captured = {}
-
-            def hook(module, args, output, factors=factors, captured=captured):
-                base = output.detach()
-                scale = factors.to(base.dtype).reshape(-1, *[1] * (base.ndim - 1))
-                captured["path"] = (base * scale).requires_grad_()
-                captured["activation"] = base[:batch]
-                return captured["path"].clone()
-
-            handle = module.register_forward_hook(hook)
-            try:
-                with torch.enable_grad():
-                    output = model(x.repeat(len(factors) // batch, *[1] * (x.ndim - 1)))
-                    rows = torch.arange(output.shape[0], device=output.device)
-                    logit = output[rows, targets.repeat(len(factors) // batch)].sum()
-                    (grad,) = torch.autograd.grad(logit, captured["path"])
-            finally:
-                handle.remove()
-            grad = grad.reshape(-1, batch, *grad.shape[1:]).sum(dim=0)
-            total = grad if total is None else total + grad
-            activation = captured["activation"]
+    _, found = crp.evaluate(x, record=[layer])
+    activation = found[layer]
+    axis = crp.channel_axis(layer) % activation.ndim
+    total = None
+    for start in range(0, steps, chunk):
+        factors = alphas[start : start + chunk].repeat_interleave(batch).to(x.device, activation.dtype)
+        rows = len(factors)
+        path = Scale(factors[:, None].expand(rows, activation.shape[axis]))
+        output, found = crp.evaluate(x.repeat(rows // batch, *[1] * (x.ndim - 1)), {layer: path}, [layer], grad=True)
+        logit = output[torch.arange(rows, device=output.device), targets.repeat(rows // batch)].sum()
+        (grad,) = torch.autograd.grad(logit, found[layer])
+        grad = grad.reshape(-1, batch, *grad.shape[1:]).sum(dim=0)
+        total = grad if total is None else total + grad
     return _spatial_sum(activation * total / steps, axis).detach()
 
 
@@ -198,7 +182,7 @@ def class_profiles(crp, dataset, layers, method="crp", per_class=20, classes=Non
     """
     if method not in METHODS:
         raise CRPError(f"method must be one of {', '.join(repr(m) for m in METHODS)}, got {method!r}")
-    layers = [crp._layer(name) for name in (layers if not isinstance(layers, str) else [layers])]
+    layers = [crp.validate_layer(name) for name in (layers if not isinstance(layers, str) else [layers])]
     if not layers:
         raise CRPError("give at least one layer to profile")
     samples = class_samples(dataset, per_class, classes)
@@ -297,7 +281,7 @@ def ablation_table(crp, dataset, layers, scores, fractions=(0.01, 0.02, 0.03), w
     """
     layers, scores = _score_table(layers, scores)
     for name in layers:
-        crp._layer(name)
+        crp.validate_layer(name)
     which = [which] if isinstance(which, str) else list(which)
     fractions = [fractions] if isinstance(fractions, (int, float)) else list(fractions)
     variants = [

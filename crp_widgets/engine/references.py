@@ -13,8 +13,8 @@ import math
 
 import torch
 
+from .crp import target_mask
 from .errors import CRPError
-from .inspection import channel_axis
 
 
 @dataclasses.dataclass
@@ -157,11 +157,11 @@ class ReferenceViews:
         crp = self.crp
         samples, labels = zip(*(self._sample(r) for r in references))
         x = torch.stack(samples)
-        with crp._lock:
-            forward, _ = crp._forward(x)
+        with crp.lock:
+            forward, _ = crp.forward_pass(x)
             tap = forward.tap(layer)
             neuron_mask = torch.zeros_like(tap.activation)
-            axis = channel_axis(crp._modules[layer]) % tap.activation.ndim
+            axis = crp.channel_axis(layer) % tap.activation.ndim
             for row, reference in enumerate(references):
                 # Store neurons are (channel, *position); put the channel back on the layer's channel axis.
                 index = list(reference.neuron[1:])
@@ -174,7 +174,7 @@ class ReferenceViews:
                 prediction = forward.output.detach().argmax(dim=1)
                 targets = [cls if cls is not None else self._target(r, label, p)
                            for r, label, p in zip(references, labels, prediction)]  # fmt: skip
-                grad = forward.output.detach() * crp._target_mask(forward, torch.tensor(targets))
+                grad = forward.output.detach() * target_mask(forward.output, torch.tensor(targets))
                 (relevance,) = forward.backward(forward.output, grad, [tap.output])
                 start = relevance.detach() * neuron_mask
             (input_relevance,) = forward.backward(tap.site, start, [forward.input])

@@ -23,8 +23,6 @@ from tqdm.auto import tqdm
 from . import topk
 from .composites import describe
 from .errors import CRPError
-from .forward import record_forward
-from .inspection import channel_axis
 from .store import (
     FORMAT,
     Store,
@@ -92,8 +90,7 @@ def _labels(mode, output, labels, classes):
 
 def _flatten(crp, layer, tensor):
     """``[B, C, S]``: a layer's maps with the channel axis second and all other axes flattened."""
-    axis = channel_axis(crp._modules[layer]) % tensor.ndim
-    tensor = tensor.movedim(axis, 1)
+    tensor = tensor.movedim(crp.channel_axis(layer) % tensor.ndim, 1)
     return tensor.reshape(tensor.shape[0], tensor.shape[1], -1)
 
 
@@ -186,7 +183,7 @@ class _Scanner:
             maps = _flatten(crp, layer, relevance)
             relevances[layer] = _cpu(statistics(_normalize(maps) if self.options["normalize"] else maps))
 
-        forward = record_forward(crp.model, x, crp.composite, self.layers, observe=on_activation)
+        forward = crp.record(x, self.layers, observe=on_activation)
         output = forward.output
         explained = _labels(self.options["label"], output, labels, output.shape[1])
         grad = output.detach() * torch.nn.functional.one_hot(explained, output.shape[1]).to(output.dtype)
@@ -289,7 +286,7 @@ def scan(
     Store or ScanJob
     """
     path = pathlib.Path(path)
-    layers = [crp._layer(layer) for layer in layers]
+    layers = [crp.validate_layer(layer) for layer in layers]
     if not layers:
         raise CRPError("give at least one layer to scan")
     if len(dataset) == 0:
@@ -405,20 +402,19 @@ def _prepare(crp, dataset, layers, path, name, k, class_k, label, normalize, bat
     path.mkdir(parents=True, exist_ok=True)
     probe, _ = _split(dataset[0])
     probe = torch.as_tensor(probe).unsqueeze(0).to(next(iter(crp.model.parameters())).device)
-    with crp._lock:
-        forward, _ = crp._forward(probe)
-        classes = int(forward.output.shape[-1])
-        if class_k is None:
-            class_k = max(1, min(8, 4096 // classes))
-        layer_info = {}
-        for layer in layers:
-            activation = forward.tap(layer).activation
-            axis = channel_axis(crp._modules[layer]) % activation.ndim
-            layer_info[layer] = {
-                "channels": int(activation.shape[axis]),
-                "shape": list(activation.movedim(axis, 1).shape[1:]),
-                "channel_axis": 1 if axis == 1 else -1,
-            }
+    forward, _ = crp.forward_pass(probe)
+    classes = int(forward.output.shape[-1])
+    if class_k is None:
+        class_k = max(1, min(8, 4096 // classes))
+    layer_info = {}
+    for layer in layers:
+        tap = forward.tap(layer)
+        activation, axis = tap.activation, tap.axis
+        layer_info[layer] = {
+            "channels": int(activation.shape[axis]),
+            "shape": list(activation.movedim(axis, 1).shape[1:]),
+            "channel_axis": 1 if axis == 1 else -1,
+        }
     entry = {
         "name": name,
         "length": len(dataset),

@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from .errors import CRPError, check_count
-from .inspection import channel_axis
 
 __all__ = ["concept_similarity", "embed", "similar"]
 
@@ -73,7 +72,7 @@ def concept_similarity(crp, store, datasets, layer, k=8, mode="relevance", targe
     pairs_q = torch.tensor(pairs_q, dtype=torch.long)
     pairs_m = torch.tensor(pairs_m, dtype=torch.long)
     keys = list(samples)
-    axis = channel_axis(crp._modules[crp._layer(layer)])
+    axis = crp.channel_axis(crp.validate_layer(layer))
     for start in range(0, len(keys), batch_size):
         x = torch.stack([_sample(datasets, *key) for key in keys[start : start + batch_size]])
         _, found = crp.evaluate(x, record=[layer])

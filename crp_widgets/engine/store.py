@@ -24,7 +24,6 @@ from safetensors.torch import load_file, save_file
 
 from . import topk
 from .errors import CRPError, check_count
-from .forward import model_lock
 
 FORMAT = "crp_widgets.store/1"
 MODES = (("relevance", "sum"), ("relevance", "max"), ("activation", "sum"), ("activation", "max"))
@@ -59,13 +58,9 @@ class Reference:
 
 
 def model_fingerprint(model):
-    """A fingerprint of a model's parameters and buffers: names, shapes, dtypes, sums and a strided sample.
-
-    Taken under the model's lock: during another thread's recorded pass the modules hold canonized stand-ins.
-    """
+    """A fingerprint of a model's parameters and buffers: names, shapes, dtypes, sums and a strided sample."""
     digest = hashlib.blake2b(digest_size=16)
-    with model_lock(model):
-        state = model.state_dict()
+    state = model.state_dict()
     for name, tensor in state.items():
         data = tensor.detach().reshape(-1)
         if data.is_floating_point():

@@ -13,7 +13,6 @@ import dataclasses
 import torch
 
 from .errors import CRPError, check_count
-from .inspection import channel_axis, validate_input
 from .interventions import Blend, Scale, layer_mask
 
 __all__ = ["InsertionCurve", "SwitchOff", "insertion_curve", "switch_off"]
@@ -240,15 +239,15 @@ def insertion_curve(
     """
     alphas = _alphas(alphas)
     check_count(track, "track must be a non-negative number of channels", minimum=0)
-    layer = crp._layer(layer)
-    batch, _ = validate_input(target_x, crp.model, crp._spec)
-    donor, _ = validate_input(donor_x, crp.model, crp._spec)
+    layer = crp.validate_layer(layer)
+    batch, _ = crp.validate_input(target_x)
+    donor, _ = crp.validate_input(donor_x)
     if len(donor) != 1:
         raise CRPError(f"the donor must be one sample; got a batch of {len(donor)}")
     _, found = crp.evaluate(donor, record=[layer])
     donor_acts = found[layer][0]
     count, image_shape = len(batch), tuple(batch.shape[2:])
-    spatial = () if channel_axis(crp._modules[layer]) == -1 else tuple(donor_acts.shape[1:])
+    spatial = () if crp.channel_axis(layer) == -1 else tuple(donor_acts.shape[1:])
     masks = _layer_masks(mask, count, spatial, image_shape)
     if averaged:
         region = None if donor_mask is None else _layer_masks(donor_mask, 1, spatial, image_shape)[0]
@@ -276,7 +275,7 @@ def insertion_curve(
 
     recorded = [layer]
     if upper:
-        recorded.append(_next_layer(crp, batch[:1], layer) if upper is True else crp._layer(upper))
+        recorded.append(_next_layer(crp, batch[:1], layer) if upper is True else crp.validate_layer(upper))
     if target is None:
         ends = torch.tensor([0.0, 1.0]).repeat_interleave(count)
         end_mask = None if masks is None else masks.repeat(2, *[1] * (masks.ndim - 1))

@@ -13,7 +13,6 @@ import traitlets
 from PIL import Image
 
 from ..engine import CRPError
-from ..engine.forward import model_lock, preserved
 from ..render.images import image_to_uint8
 from ..render.signals import plot_signal
 from .component import STATIC, Component
@@ -67,13 +66,13 @@ def class_names(session, outputs):
         return [str(i) for i in range(outputs)]
 
 
-def predictions(model, inputs):
-    """Predicted classes of a page of samples: one forward pass without recording (nothing to explain yet).
+def predictions(crp, inputs):
+    """Predicted classes of a page of samples: one plain forward pass (``crp.evaluate``; nothing to explain yet).
 
     Parameters
     ----------
-    model : torch.nn.Module
-        The model, left as found.
+    crp : CRP
+        The model's CRP; the model is left as found.
     inputs : list[torch.Tensor]
         Unbatched inputs; stacked into one batch when their shapes agree.
 
@@ -81,13 +80,11 @@ def predictions(model, inputs):
     -------
     list[int]
     """
-    # Under the model's lock: a recorded forward pass (a background scan) must not see this one in its hooks.
-    with model_lock(model), torch.no_grad(), preserved(model):
-        if len({tuple(x.shape) for x in inputs}) == 1:
-            outputs = model(torch.stack(inputs))
-        else:
-            outputs = torch.cat([model(x[None]) for x in inputs])
-    return [int(c) for c in outputs.argmax(dim=1)]
+    if len({tuple(x.shape) for x in inputs}) == 1:
+        outputs = crp.evaluate(torch.stack(inputs))[0]
+    else:
+        outputs = torch.stack([crp.evaluate(x)[0] for x in inputs])
+    return [int(c) for c in outputs.argmax(dim=-1)]
 
 
 class SampleView(Component):
@@ -221,7 +218,7 @@ class SampleView(Component):
             items = [self.session.item(i) for i in indices]
             inputs = [x for x, _ in items]
             images = [thumbnail(self.session.display(x)) for x in inputs]
-            predicted = predictions(self.session.crp.model, inputs)
+            predicted = predictions(self.session.crp, inputs)
             labels = [label for _, label in items]
             info = [{"index": i, "label": y, "prediction": p} for i, y, p in zip(indices, labels, predicted)]
             return images, info

@@ -1,0 +1,105 @@
+"""One context per (model, composite): everything that does not depend on the input, invalidated in one place.
+
+The explainable graph, the canonized and modified parameters of the layers and the recorded forward passes are
+valid while the model's :class:`~crp_widgets.engine.state.ModelState` is unchanged; :meth:`Context.refresh` checks
+it before every use and drops what a change invalidates (a new module: the graph too).
+"""
+
+import collections
+
+import torch
+
+from .forward import evaluate, record
+from .graph import Graph
+from .rules import modified_parameters
+from .state import ModelState
+
+# module types whose output holds its channels on the last axis (features of a token or a row)
+_CHANNELS_LAST = {"Linear", "NonDynamicallyQuantizableLinear", "LayerNorm", "RMSNorm", "MultiheadAttention"}
+
+
+class Context:
+    """The explainable program of a model under a composite, with its caches.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model (never changed).
+    composite : zennit.core.Composite
+        The rules.
+    mode : {"lrp", "flat"}
+        Relevance rules, or the flat rule of receptive fields.
+    epsilon : float
+        The stabiliser of the engine's own epsilon rules (sums, norms, attention).
+    cache_size : int
+        How many recorded forward passes to keep.
+    """
+
+    def __init__(self, model, composite, mode="lrp", epsilon=1e-6, cache_size=2):
+        self.model, self.composite, self.mode, self.epsilon = model, composite, mode, epsilon
+        self.cache_size = max(1, int(cache_size))
+        self.state = None
+        self._graph = None
+        self._parameters = {}
+        self.passes = collections.OrderedDict()
+        self.axes = {}
+
+    def refresh(self):
+        """Compare the model with the state the caches were made for; drop what a change invalidates."""
+        state = ModelState(self.model)
+        if state != self.state:
+            if self.state is None or not state.same_modules(self.state):
+                self._graph = None
+                self.axes = {}
+            self._parameters.clear()
+            self.passes.clear()
+            self.state = state
+        return state
+
+    def graph(self):
+        """The explainable graph (traced on first use, and again after the model's modules changed)."""
+        if self._graph is None:
+            self._graph = Graph(self.model, self.composite)
+        return self._graph
+
+    def parameters(self, layer, index, modifier):
+        """A layer's canonized parameters (``index`` ``None``), or those of its rule's branch ``index``."""
+        key = (layer.name, index)
+        cached = self._parameters.get(key)
+        if cached is None:
+            if index is None:
+                cached = layer.parameters()
+            else:
+                cached = modified_parameters(modifier, self.parameters(layer, None, None))
+            self._parameters[key] = cached
+        return cached
+
+    def channel_axis(self, name, value=None):
+        """The axis of layer ``name``'s output that holds its channels (non-negative when ``value`` is given)."""
+        if value is None:
+            return self.axes.get(name, -1 if self.graph().kinds.get(name) in _CHANNELS_LAST else 1)
+        axis = value.ndim - 1 if self.graph().kinds.get(name) in _CHANNELS_LAST or value.ndim < 2 else 1
+        self.axes[name] = axis
+        return axis
+
+    def forward(self, x, taps, edits=None, edits_key=()):
+        """The recorded forward pass of ``x`` with ``taps`` (from the cache when the input and model are the same)."""
+        key = (tuple(x.shape), x.dtype, x.device, float(x.sum()), frozenset(taps), edits_key)
+        cached = self.passes.get(key)
+        if cached is not None and torch.equal(cached[0], x):
+            self.passes.move_to_end(key)
+            return cached[1]
+        self.passes.pop(key, None)
+        while len(self.passes) >= self.cache_size:  # let go first: the memory is reused at once
+            self.passes.popitem(last=False)
+        forward = record(self, x, taps, edits)
+        self.passes[key] = (x.detach().clone(), forward)
+        return forward
+
+    def record(self, x, taps, edits=None, observe=None):
+        """A forward pass that is not cached (scans: ``observe`` streams the activations)."""
+        return record(self, x, taps, edits, observe)
+
+    def evaluate(self, x, taps=(), edits=None, grad=False):
+        """The model's own function on ``x``: ``(output, {layer: output})`` (see :func:`.forward.evaluate`)."""
+        return evaluate(self, x, taps, edits, grad)

@@ -1,0 +1,308 @@
+"""Graph canonization: any model's forward pass as an explainable program that shares the model's parameters.
+
+The model is traced with ``torch.fx`` (``torch.nn`` layers stay whole, everything else is traced through), in eval
+mode. Every call of the traced graph gets a handler with an LRP rule (:mod:`.ops`, :mod:`.modules`); a BatchNorm
+that follows a convolution or linear layer is folded into it (canonization, CRP paper A.3); the factor of a product
+that comes from a sigmoid or softmax is a gate, held constant. The user's module names stay the layer names: the
+output of every module call, leaf or not (a ResNet block, a transformer layer), can be tapped. The model itself is
+never changed.
+"""
+
+import dataclasses
+import functools
+
+import torch
+import torch.fx
+from zennit.canonizers import CompositeCanonizer, MergeBatchNorm
+
+from . import ops
+from .errors import UnsupportedModelError
+from .layers import is_batch_norm
+from .modules import module_handler
+
+_TRANSPARENT = {
+    "view", "reshape", "permute", "transpose", "expand", "expand_as", "flatten", "unsqueeze", "squeeze", "contiguous",
+    "to", "dropout", "getitem", "clone", "type_as", "float", "half", "double", "stochastic_depth",
+}  # fmt: skip
+_GATES = {"sigmoid", "hardsigmoid", "softmax", "_softmax"}
+_GATE_MODULES = (torch.nn.Sigmoid, torch.nn.Hardsigmoid, torch.nn.Softmax)
+_PRODUCTS = {"mul", "rmul", "multiply", "matmul", "mm", "bmm", "einsum", "imul"}
+_SOFTMAX_MODULES = (torch.nn.Softmax, torch.nn.LogSoftmax, torch.nn.Softmin)
+
+
+class _Tracer(torch.fx.Tracer):
+    """``torch.fx`` tracing that also records which node is the output of every module call, leaf or not."""
+
+    def __init__(self):
+        super().__init__()
+        self.record_stack_traces = True
+        self.calls = []  # (module name, output node), in the order the calls return
+
+    def call_module(self, m, forward, args, kwargs):
+        output = super().call_module(m, forward, args, kwargs)
+        if isinstance(output, torch.fx.Proxy):
+            self.calls.append((self.path_of_module(m), output.node))
+        return output
+
+
+@dataclasses.dataclass(eq=False)
+class Step:
+    """One node of the program: its handler, the layers whose output it is, and the values it lets go."""
+
+    node: torch.fx.Node
+    handler: object = None
+    names: tuple = ()
+    free: tuple = ()
+
+
+class Graph:
+    """A model's forward pass as a program of :class:`Step` s, each with its rule.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model (traced in eval mode; left as found).
+    composite : zennit.core.Composite
+        Rules for the layers (``module_map``); its canonizers that change the structure (e.g. zennit's residual
+        ``Sum``) apply while tracing; BatchNorm merges are the graph's own.
+
+    Attributes
+    ----------
+    steps : list[Step]
+        The program, in execution order.
+    layers : dict[str, int]
+        How many times each module is called in one forward pass (a layer for conditions is called once).
+    kinds : dict[str, str]
+        The module type of each layer.
+    """
+
+    def __init__(self, model, composite):
+        self.model = model
+        with _EvalMode(model), _StructuralCanonizers(model, composite):
+            graph, calls, modules = _trace(model)
+        templates = _templates(model, composite)
+        merges = _merges(graph, modules)
+        user = dict(model.named_modules())
+        names = {}
+        self.layers, self.kinds = {}, {}
+        for name, node in calls:
+            if name and name in user:
+                names.setdefault(node, []).append(name)
+                self.layers[name] = self.layers.get(name, 0) + 1
+                self.kinds[name] = type(user[name]).__name__
+        _check(graph, modules)
+        self.steps = [
+            Step(node, _handler(node, modules, templates, merges), tuple(names.get(node, ()))) for node in graph.nodes
+        ]
+        _schedule_frees(self.steps)
+
+    def module(self, name):
+        """The user's module called ``name``."""
+        return self.model.get_submodule(name)
+
+
+def _trace(model):
+    """The fx graph of ``model``, its module calls, and its modules by name (those canonizers add included)."""
+    tracer = _Tracer()
+    try:
+        graph = tracer.trace(model)
+    except Exception as error:
+        raise UnsupportedModelError(
+            f"the model cannot be traced by torch.fx ({type(error).__name__}: {error}){_location(error)}. Tracing "
+            "needs a forward pass whose Python control flow does not depend on the input's values; move such code "
+            "out of forward, or into a torch.nn module"
+        ) from error
+    return graph, tracer.calls, dict(model.named_modules())
+
+
+def _location(error):
+    """`` at file:line`` of the innermost frame of the model's own code in ``error``'s traceback."""
+    frame, found = error.__traceback__, None
+    while frame is not None:
+        filename = frame.tb_frame.f_code.co_filename
+        if "/torch/" not in filename and "crp_widgets" not in filename:
+            found = f" at {filename}:{frame.tb_lineno}"
+        frame = frame.tb_next
+    return found or ""
+
+
+class _EvalMode:
+    """Every module in eval mode inside the block; the training flags restored afterwards."""
+
+    def __init__(self, model):
+        self.flags = [(module, module.training) for module in model.modules()]
+
+    def __enter__(self):
+        for module, _ in self.flags:
+            module.training = False
+
+    def __exit__(self, *exc):
+        for module, training in self.flags:
+            module.training = training
+
+
+class _StructuralCanonizers:
+    """The composite's canonizers other than BatchNorm merges, applied while tracing (zennit's public API)."""
+
+    def __init__(self, model, composite):
+        self.model = model
+        self.canonizers = [c for c in _flat(getattr(composite, "canonizers", None) or []) if not _merges_only(c)]
+        self.handles = []
+
+    def __enter__(self):
+        for canonizer in self.canonizers:
+            self.handles += canonizer.apply(self.model)
+
+    def __exit__(self, *exc):
+        for handle in reversed(self.handles):
+            handle.remove()
+
+
+def _flat(canonizers):
+    for canonizer in canonizers:
+        if isinstance(canonizer, CompositeCanonizer):
+            yield from _flat(canonizer.canonizers)
+        else:
+            yield canonizer
+
+
+def _merges_only(canonizer):
+    return isinstance(canonizer, MergeBatchNorm)
+
+
+def _templates(model, composite):
+    """The composite's rule for every module, as zennit assigns them (``module_map`` in ``named_modules`` order)."""
+    context = {}
+    return {name: composite.module_map(context, name, module) for name, module in model.named_modules()}
+
+
+def _merges(graph, modules):
+    """``{BatchNorm node: the convolution or linear node it folds into}`` (the layer's only consumer)."""
+    merges = {}
+    for node in graph.nodes:
+        if node.op != "call_module" or not is_batch_norm(modules[node.target]) or len(node.args) != 1:
+            continue
+        source = node.args[0]
+        if (
+            isinstance(source, torch.fx.Node)
+            and source.op == "call_module"
+            and len(source.users) == 1
+            and _mergeable(modules[source.target])
+        ):
+            merges[node] = source
+    return merges
+
+
+def _mergeable(module):
+    linear = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
+    return any(isinstance(module, kind) and type(module).forward is kind.forward for kind in linear)
+
+
+def _handler(node, modules, templates, merges):
+    """The handler of one node."""
+    if node in merges:  # folded into the layer before it
+        return ops.Plain(node.target, _identity)
+    if node.op == "call_module":
+        module = modules[node.target]
+        merged = next((modules[bn.target] for bn, target in merges.items() if target is node), None)
+        out_proj = None
+        if isinstance(module, torch.nn.MultiheadAttention):
+            name = f"{node.target}.out_proj"
+            out_proj = module_handler(name, module.out_proj, templates.get(name))
+        return module_handler(node.target, module, templates.get(node.target), merged, out_proj)
+    if node.op in ("call_function", "call_method"):
+        handler = ops.handler(node.target, _where(node))
+        gates = _gates(node, modules)
+        if gates and isinstance(handler, ops.LinearOperation):
+            handler.constant |= gates
+        return handler
+    return None
+
+
+def _where(node):
+    """A call's place in the model, for messages: the operation, the node and the source line."""
+    target = node.target if isinstance(node.target, str) else ops.function_name(node.target)
+    trace = (node.stack_trace or "").strip().splitlines()
+    line = f" ({trace[-2].strip()}: {trace[-1].strip()})" if len(trace) >= 2 else ""
+    return f"`{target}` (graph node {node.name}){line}"
+
+
+def _source(node, modules):
+    """The node a value comes from, through operations that only reshape, select or copy it."""
+    while isinstance(node, torch.fx.Node):
+        if (node.op in ("call_method", "call_function") and _name(node) in _TRANSPARENT and node.args) or (
+            node.op == "call_module" and isinstance(modules[node.target], (torch.nn.Dropout, torch.nn.Identity))
+        ):
+            node = node.args[0]
+        else:
+            return node
+    return node
+
+
+def _name(node):
+    return node.target if isinstance(node.target, str) else ops.function_name(node.target)
+
+
+def _is_gate(node, modules):
+    if not isinstance(node, torch.fx.Node):
+        return False
+    if node.op == "call_module":
+        return isinstance(modules[node.target], _GATE_MODULES)
+    return node.op in ("call_function", "call_method") and _name(node) in _GATES
+
+
+def _gates(node, modules):
+    """Positions of a product's factors that come from a gate (held constant); none if every factor does."""
+    if _name(node) not in _PRODUCTS:
+        return set()
+    factors = {i for i, arg in enumerate(node.args) if isinstance(arg, torch.fx.Node)}
+    gates = {i for i in factors if _is_gate(_source(node.args[i], modules), modules)}
+    return gates if gates != factors else set()
+
+
+def _check(graph, modules):
+    """Refuse what no rule can fix: a final softmax, an in-place change of a value that is used again."""
+    position = {node: index for index, node in enumerate(graph.nodes)}
+    for node in graph.nodes:
+        if node.op == "output":
+            result = node.args[0]
+            source = _source(result, modules) if isinstance(result, torch.fx.Node) else None
+            if isinstance(source, torch.fx.Node) and (
+                (source.op == "call_module" and isinstance(modules[source.target], _SOFTMAX_MODULES))
+                or (source.op != "call_module" and _name(source) in ops._SOFTMAX)
+            ):
+                raise UnsupportedModelError(
+                    "the model ends with a softmax: LRP explains the model's output scores (logits), starting from "
+                    "the output value (A.3). Pass the model without its final softmax"
+                )
+        if node.op == "call_method" and node.target.endswith("_") and not node.target.startswith("_") and node.args:
+            changed = node.args[0]
+            later = [user for user in changed.users if position[user] > position[node]]
+            if isinstance(changed, torch.fx.Node) and later:
+                raise UnsupportedModelError(
+                    f"the model changes a value in place with {_where(node)} and uses it again afterwards; the rules "
+                    "need out-of-place operations (e.g. x = x.relu() instead of x.relu_())"
+                )
+
+
+def _identity(value):
+    return value
+
+
+def _schedule_frees(steps):
+    """Let every value go after the last step that reads it."""
+    last = {}
+    for index, step in enumerate(steps):
+        for value in step.node.all_input_nodes:
+            last[value] = index
+    frees = {}
+    for node, index in last.items():
+        frees.setdefault(index, []).append(node)
+    for index, step in enumerate(steps):
+        step.free = tuple(frees.get(index, ()))
+
+
+def attribute(model, target):
+    """The attribute ``target`` (a dotted path) of ``model``, detached if it is a tensor."""
+    value = functools.reduce(getattr, target.split("."), model)
+    return value.detach() if isinstance(value, torch.Tensor) else value
