@@ -307,6 +307,13 @@ class CRP:
 
     # ---------------------------------------------------------------------------------------------- validation
 
+    def validate_layer(self, name):
+        """Return ``name`` if it is a layer of the model (any module name), else raise :class:`UnknownLayerError`.
+
+        The error lists the valid layers. A module named for the first time becomes a concept layer of this CRP.
+        """
+        return self._layer(name)
+
     def _layer(self, name, role="layer"):
         """Validate a layer name; start tapping a module named for the first time."""
         resolve_layer(name, self._modules, self.layer_names)

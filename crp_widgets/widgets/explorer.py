@@ -65,7 +65,7 @@ class Explorer(ipywidgets.VBox):
         session = Session(model, dataset, **session_options)
         state = ExplorerState(layer=layer or default_layer(session.crp))
         if layer is not None:
-            session.crp._layer(layer)
+            session.crp.validate_layer(layer)
         store_error = None
         if store is not None:
             try:

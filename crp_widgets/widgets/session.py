@@ -142,7 +142,7 @@ class Session:
         The channel selector, the gallery and the graph show each channel's best concept and its IoU next to the
         channel; ``labels=None`` removes them.
         """
-        self.crp._layer(layer)
+        self.crp.validate_layer(layer)
         if labels is None:
             self.labels.pop(layer, None)
         else:
