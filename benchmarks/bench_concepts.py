@@ -1,4 +1,6 @@
-"""Concept benchmarks: dissection labels and class profiles (seed 002) against the bare PyTorch cost, same machine.
+"""Concept benchmarks: dissection labels and class profiles (Islam & Tushar 2021) against the bare PyTorch cost.
+
+Everything is measured on the same machine, in the same process.
 
 Run: ``python benchmarks/bench_concepts.py [--only vgg16,demo,profiles] [--images 1000] [--size 64]``
 
@@ -8,8 +10,8 @@ Run: ``python benchmarks/bench_concepts.py [--only vgg16,demo,profiles] [--image
 2. ``demo``: label ``features.conv3`` and ``features.conv4`` of the demo CNN over 1,000 demo images (real masks).
 3. ``profiles``: CRP and Integrated Gradients class profiles of the demo CNN's four conv layers (20 samples per
    class, 16 IG steps) and the ablation table (top / bottom 1, 2, 3 %) of one class on ``features.conv4``.
-4. ``occluder`` (only when named in ``--only``): an AfI global feature occluder (seed 003) per step against the bare
-   forward + backward of the same inputs, demo CNN and vgg16 at 224 (see :func:`bench_occluder`).
+4. ``occluder`` (only when named in ``--only``): an AfI global feature occluder (Wu et al., CVPR 2020) per step
+   against the bare forward + backward of the same inputs, demo CNN and vgg16 at 224 (see :func:`bench_occluder`).
 
 Timings are best-of-repeats; nothing is asserted. Works on a GPU when one is present (``--device cuda``).
 """
@@ -166,7 +168,7 @@ def bench_profiles(per_class=20, steps=16, repeats=1, device="cpu"):
 
 
 def bench_occluder(steps=20, vgg_steps=3, repeats=2, device="cpu"):
-    """AfI occluder (seed 003, Eq. 4-8) per step against the bare forward + backward of the same ``2N`` inputs.
+    """AfI occluder (Wu et al. 2020, Eq. 4-8) per step against the bare forward + backward of the same ``2N`` inputs.
 
     One step runs the model on ``x - delta`` and ``t(x - delta)`` (Eq. 5) and one backward to ``delta``, plus the
     transformations and the Adam/prox update; bare: the same forward and ``autograd.grad``, nothing else. Every step

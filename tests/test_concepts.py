@@ -1,4 +1,4 @@
-"""User-defined concepts (SACV, seed 004): concept vectors, the maps S_k and S_k->c, TCAV-style summaries."""
+"""User-defined concepts (SACV, Wang & Lee 2022): concept vectors, the maps S_k and S_k->c, TCAV-style summaries."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Network Dissection labels (seed 002, Eq. 1) against a numpy brute force, and on the demo world's planted concepts."""
+"""Network Dissection labels (Islam & Tushar 2021, Eq. 1) against a numpy brute force, and on the planted concepts."""
 
 import numpy as np
 import pytest

@@ -214,7 +214,8 @@ def test_attribution_graph_edges_match_subconcepts(cnn):
 
 
 def test_drill_down_follows_the_path_as_and_ed_conditions(cnn):
-    """Seed 000: each step's top-k are the next layer's channels under the path's conditions."""
+    """A drill-down (Ghosh's concept-detection report, Sec. 4): each step's top-k are the next layer's channels under
+    the path's conditions."""
     _, crp, x = cnn
     lower = crp.subconcepts(x, "6", 5, "4", target=2, k=1).channels[0]
     steps = crp.drill_down(x, [("6", 5), ("4", lower)], target=2, k=4)

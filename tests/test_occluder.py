@@ -1,4 +1,4 @@
-"""AfI global feature occluders and importance scores (seed 003, Eq. 4-9) against direct computations."""
+"""AfI global feature occluders and importance scores (Wu et al., CVPR 2020, Eq. 4-9) against direct computations."""
 
 import itertools
 

@@ -1,4 +1,5 @@
-"""Class profiles (CRP, channel Integrated Gradients) and ablation (seed 002, Sec. IV-B, V-C) vs direct computations."""
+"""Class profiles (CRP, channel Integrated Gradients) and ablation (Islam & Tushar 2021, Sec. IV-B, V-C) checked
+against direct computations."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""User-defined concepts: Spatial Activation Concept Vectors (SACV, seed 004, Sec. 2) on top of TCAV's CAV.
+"""User-defined concepts: Spatial Activation Concept Vectors (SACV, Wang & Lee 2022, Sec. 2) on top of TCAV's CAV.
 
 A concept is given by example inputs (optionally with a mask of where the concept is in each) and counter-examples.
 Every spatial position of a layer's output is one activation vector ``f_l(x)_{i,j}`` in ``R^C``; a linear classifier
@@ -38,7 +38,7 @@ CLASSIFIERS = ("logistic", "svm")
 
 @dataclasses.dataclass
 class ConceptVector:
-    """A learned concept direction in a layer's activation space (SACV ``v_k``, seed 004 Sec. 2).
+    """A learned concept direction in a layer's activation space (SACV ``v_k``, Wang & Lee 2022, Sec. 2).
 
     Attributes
     ----------
@@ -71,7 +71,7 @@ class ConceptVector:
 
 @dataclasses.dataclass
 class ConceptMaps:
-    """The SACV explanation maps of one input or a batch (seed 004, Fig. 1 E).
+    """The SACV explanation maps of one input or a batch (Wang & Lee 2022, Fig. 1 E).
 
     Attributes
     ----------
@@ -94,7 +94,7 @@ class ConceptMaps:
 
 @dataclasses.dataclass
 class ConceptContribution:
-    """How much a concept contributes to one class over a set of images (TCAV-style, seed 004 Sec. 2).
+    """How much a concept contributes to one class over a set of images (TCAV-style, Wang & Lee 2022, Sec. 2).
 
     Attributes
     ----------
@@ -225,7 +225,7 @@ def learn_concept(
     seed=0,
     batch_size=64,
 ):
-    """Learn a concept vector from examples (SACV, seed 004 Sec. 2, Fig. 1 A-C; TCAV's CAV per position).
+    """Learn a concept vector from examples (SACV, Wang & Lee 2022, Sec. 2, Fig. 1 A-C; TCAV's CAV per position).
 
     Parameters
     ----------
@@ -387,7 +387,7 @@ def _targets(target, batch):
 
 
 def concept_maps(crp, x, cv, target=None, batch_size=64):
-    """The SACV maps ``S_k`` and ``S_{k->c}`` of an input (seed 004 Sec. 2, Fig. 1 E).
+    """The SACV maps ``S_k`` and ``S_{k->c}`` of an input (Wang & Lee 2022, Sec. 2, Fig. 1 E).
 
     Parameters
     ----------
@@ -456,7 +456,7 @@ def concept_contribution(crp, xs, cv, cls, batch_size=64):
     -------
     ConceptContribution
         The fraction of images whose ``cls`` logit grows along ``v_k`` (TCAV), the per-image directional
-        derivatives, and the mean ``S_{k->c}`` where the concept is detected and elsewhere (seed 004 Sec. 2).
+        derivatives, and the mean ``S_{k->c}`` where the concept is detected and elsewhere (Wang & Lee 2022, Sec. 2).
     """
     batch = _batch(crp, xs, "the images")
     cls = int(_targets(cls, 1)[0])

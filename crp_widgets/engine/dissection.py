@@ -1,4 +1,4 @@
-"""Concept labels for channels by Network Dissection (seed 002, Sec. IV-A, Eq. 1; Bau et al. 2017).
+"""Concept labels for channels by Network Dissection (Islam & Tushar 2021, Sec. IV-A, Eq. 1; Bau et al., CVPR 2017).
 
 For every channel k of a layer: the top-quantile level ``T_k`` of its activations over the dataset, such that
 ``P(a_k > T_k) = quantile`` over all images and positions; each activation map upsampled bilinearly to the masks'
@@ -23,7 +23,7 @@ from .errors import CRPError, check_count
 
 @dataclasses.dataclass
 class Labels:
-    """Concept labels of the channels of one layer (seed 002, Eq. 1).
+    """Concept labels of the channels of one layer (Islam & Tushar 2021, Eq. 1).
 
     Attributes
     ----------
@@ -178,7 +178,7 @@ def quantile_levels(top, total, quantile):
 
 
 def dissect(crp, dataset, layer, masks=None, quantile=0.005, batch_size=32, indices=None, channel_chunk=64):
-    """Label every channel of ``layer`` with the concept its top activations segment best (seed 002, Eq. 1).
+    """Label every channel of ``layer`` with the concept its top activations segment best (Islam & Tushar 2021, Eq. 1).
 
     Parameters
     ----------

@@ -1,4 +1,7 @@
-"""Hierarchical concept composition: attribution graphs (CRP paper Sec. 3.4, Fig. 17) and path drill-downs (seed 000).
+"""Hierarchical concept composition: attribution graphs and path drill-downs.
+
+Attribution graphs follow the CRP paper (Achtibat et al. 2023, Sec. 3.4, Fig. 17); path drill-downs follow Ghosh's
+concept-detection report on VGG16 (Sec. 4).
 
 Both follow relevance along chains of channels: a concept's relevance map at its layer is propagated down to the next
 layer only through that concept, so every edge carries exactly the relevance flowing from the upper concept into the
@@ -123,7 +126,9 @@ def attribution_graph(crp, x, layer, channel, target=None, width=(3, 2), layers=
 
 
 def drill_down(crp, x, path, target=None, k=5, next_layer=None, heatmaps=True, conditions=None):
-    """Follow a path of chosen channels down the network (seed 000: features.40 -> 37 -> 34 on a VGG16).
+    """Follow a path of chosen channels down the network.
+
+    As in Ghosh's concept-detection report (Sec. 4), which follows features.40 -> 37 -> 34 on a VGG16.
 
     At each step the path so far is the condition (layers AND-ed, Eq. 8; relevance followed only through the path),
     and the ``k`` most relevant channels of the next layer down are listed with their conditional heatmaps.

@@ -1,4 +1,4 @@
-"""Global class importance by attacking: AfI (Wu et al., CVPR 2020, seed 003, Sec. 3.1-3.2).
+"""Global class importance by attacking: AfI (Wu et al., CVPR 2020, Sec. 3.1-3.2).
 
 A *global feature occluder* ``delta`` is one input perturbation, learned for all images of a class ``y`` at once,
 that is subtracted from every image (``x - delta``) and flips the model's decision away from ``y`` (Eq. 4). It is
@@ -36,7 +36,7 @@ __all__ = [
 
 @dataclasses.dataclass(frozen=True)
 class Transforms:
-    """The random image transformations ``t`` of Eq. 4-5 (seed 003, Sec. 4: noise and small rotations).
+    """The random image transformations ``t`` of Eq. 4-5 (Wu et al. 2020, Sec. 4: noise and small rotations).
 
     Parameters
     ----------
@@ -250,7 +250,7 @@ def learn_occluder(
     seed=0,
     callback=None,
 ):
-    """Learn the global feature occluder of class ``cls`` on its images (Eq. 4-5, seed 003 Sec. 3.1.1).
+    """Learn the global feature occluder of class ``cls`` on its images (Wu et al. 2020, Eq. 4-5, Sec. 3.1.1).
 
     Minimises ``1/N sum_i (Z(x_i - delta)[y] + Z(t(x_i - delta))[y]) + lambda * D(delta)`` (Eq. 5), with ``D``
     the l1 norm divided by the input size (so one ``lambda`` suits any resolution), ``delta`` starting at zero and
@@ -356,7 +356,7 @@ def _predictions(crp, x, batch_size):
 
 
 def attack_success_rate(occluder, images, cls=None, batch_size=64):
-    """The share of the images classified as ``cls`` whose occluded version is not (seed 003, Table 1).
+    """The share of the images classified as ``cls`` whose occluded version is not (Wu et al. 2020, Table 1).
 
     Parameters
     ----------

@@ -1,10 +1,11 @@
-"""Class and layer relevance profiles, and class-wise network ablation (seed 002, Sec. IV-B, V-B, V-C).
+"""Class and layer relevance profiles, and class-wise network ablation (Islam & Tushar 2021, Sec. IV-B, V-B, V-C).
 
 Per class, the relevance every channel of every layer receives on average, by CRP (Eq. 10 of the CRP paper) or by
-Integrated Gradients on the channels (seed 002, Eq. 2-3): the attribution of the class logit to each channel's
-activation ``a``, on the straight path from a zero baseline at that layer, ``IG_k = sum_positions a_k *
-mean_alpha dF(alpha a)/da_k`` (``steps`` midpoint Riemann terms; completeness: ``sum_k IG_k = F(a) - F(0)`` up to the
-Riemann error). Aggregated per layer (sum of the channels' absolute scores, Fig. 4) they give a class x layer map.
+Integrated Gradients on the channels (Islam & Tushar 2021, Eq. 2-3): the attribution of the class logit to each
+channel's activation ``a``, on the straight path from a zero baseline at that layer,
+``IG_k = sum_positions a_k * mean_alpha dF(alpha a)/da_k`` (``steps`` midpoint Riemann terms; completeness:
+``sum_k IG_k = F(a) - F(0)`` up to the Riemann error). Aggregated per layer (sum of the channels' absolute scores,
+Fig. 4) they give a class x layer map.
 
 Ablation (Sec. V-C, Fig. 5-6) switches off the top or bottom fraction of a layer's channels by a class's score
 (at least one channel) and measures the accuracy of every class before and after, in batched forward passes of the
@@ -70,7 +71,7 @@ def _spatial_sum(tensor, axis):
 
 
 def channel_integrated_gradients(crp, x, layer, target, steps=16, max_batch=256):
-    """Integrated Gradients of the class logit on the channels of ``layer`` (seed 002, Eq. 2), per sample.
+    """Integrated Gradients of the class logit on the channels of ``layer`` (Islam & Tushar 2021, Eq. 2), per sample.
 
     The baseline is zero at the layer; the path scales the layer's output (of the canonized model) by
     ``alpha = (i + 0.5) / steps``. Attributions are summed over each channel's positions.
@@ -116,12 +117,14 @@ def channel_integrated_gradients(crp, x, layer, target, steps=16, max_batch=256)
 
 @dataclasses.dataclass
 class Profiles:
-    """Per class, the mean relevance of every channel of every layer, and a class x layer map (seed 002, Fig. 4).
+    """Per class, the mean relevance of every channel of every layer, and a class x layer map.
+
+    After Islam & Tushar 2021, Fig. 4.
 
     Attributes
     ----------
     method : {"crp", "ig"}
-        CRP relevance (Eq. 10) or Integrated Gradients on channels (seed 002, Eq. 2-3).
+        CRP relevance (Eq. 10) or Integrated Gradients on channels (Islam & Tushar 2021, Eq. 2-3).
     layers : list[str]
         The profiled layers (columns of ``layer``).
     classes : list[int]
@@ -155,7 +158,7 @@ class Profiles:
 
 
 def class_profiles(crp, dataset, layers, method="crp", per_class=20, classes=None, steps=16, batch_size=32):
-    """Class x layer and class x channel relevance profiles (seed 002, Sec. IV-B and V-C, Fig. 4).
+    """Class x layer and class x channel relevance profiles (Islam & Tushar 2021, Sec. IV-B and V-C, Fig. 4).
 
     Parameters
     ----------
@@ -231,7 +234,7 @@ def ablated_channels(scores, fraction, which="top"):
 
 @dataclasses.dataclass
 class Ablation:
-    """Accuracy of every class before and after switching channels off (seed 002, Sec. V-C, Fig. 5-6).
+    """Accuracy of every class before and after switching channels off (Islam & Tushar 2021, Sec. V-C, Fig. 5-6).
 
     Attributes
     ----------

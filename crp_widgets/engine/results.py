@@ -202,7 +202,9 @@ class AttributionGraph:
 
 @dataclasses.dataclass
 class DrillStep:
-    """One step of a drill-down along a path of channels (seed 000): the path so far and the next layer's top-k.
+    """One step of a drill-down along a path of channels: the path so far and the next layer's top-k.
+
+    The drill-down follows Ghosh's concept-detection report on VGG16 (Sec. 4).
 
     ``share`` is each channel's relevance relative to the relevance of the last channel of ``path``.
     """
