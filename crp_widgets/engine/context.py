@@ -56,10 +56,13 @@ class Context:
             self.state = state
         return state
 
-    def graph(self):
-        """The explainable graph (traced on first use, and again after the model's modules changed)."""
+    def graph(self, example=None):
+        """The explainable graph (traced on first use, and again after the model's modules changed).
+
+        ``example``: an input, run through the model to tell its own errors from tracing problems.
+        """
         if self._graph is None:
-            self._graph = Graph(self.model, self.composite)
+            self._graph = Graph(self.model, self.composite, example)
         return self._graph
 
     def parameters(self, layer, index, modifier):

@@ -118,7 +118,7 @@ class Run:
 
     def __init__(self, context, mode, taps=(), edits=None, observe=None):
         self.context, self.mode = context, mode
-        self.graph = context.graph()
+        self.graph = None
         self.epsilon = context.epsilon
         self.explains = False
         self.taps = {name: Tap(name) for name in taps}
@@ -137,6 +137,7 @@ class Run:
     def __call__(self, input):
         """Run the program on ``input``; return the model's output."""
         self.explains = self.mode != "plain" and torch.is_grad_enabled()
+        self.graph = self.context.graph(input)
         values = {}
         placeholders = 0
         for step in self.graph.steps:

@@ -16,9 +16,10 @@ import torch.fx
 from zennit.canonizers import CompositeCanonizer, MergeBatchNorm
 
 from . import ops
-from .errors import UnsupportedModelError
-from .layers import is_batch_norm
+from .errors import ModelForwardError, UnsupportedModelError
+from .layers import Convolution, Dense, is_batch_norm, layer_of
 from .modules import module_handler
+from .state import ModelState
 
 _TRANSPARENT = {
     "view", "reshape", "permute", "transpose", "expand", "expand_as", "flatten", "unsqueeze", "squeeze", "contiguous",
@@ -76,10 +77,10 @@ class Graph:
         The module type of each layer.
     """
 
-    def __init__(self, model, composite):
+    def __init__(self, model, composite, example=None):
         self.model = model
         with _EvalMode(model), _StructuralCanonizers(model, composite):
-            graph, calls, modules = _trace(model)
+            graph, calls, modules = _trace(model, example)
         templates = _templates(model, composite)
         merges = _merges(graph, modules)
         user = dict(model.named_modules())
@@ -90,6 +91,7 @@ class Graph:
                 names.setdefault(node, []).append(name)
                 self.layers[name] = self.layers.get(name, 0) + 1
                 self.kinds[name] = type(user[name]).__name__
+        _functionalize(graph)
         _check(graph, modules)
         self.steps = [
             Step(node, _handler(node, modules, templates, merges), tuple(names.get(node, ()))) for node in graph.nodes
@@ -101,18 +103,35 @@ class Graph:
         return self.model.get_submodule(name)
 
 
-def _trace(model):
-    """The fx graph of ``model``, its module calls, and its modules by name (those canonizers add included)."""
+def _trace(model, example=None):
+    """The fx graph of ``model``, its module calls, and its modules by name (those canonizers add included).
+
+    If tracing fails, the model is run on ``example``: an error of its own is a :class:`ModelForwardError`.
+    """
     tracer = _Tracer()
     try:
         graph = tracer.trace(model)
     except Exception as error:
+        if example is not None:
+            _run_plainly(model, example)
         raise UnsupportedModelError(
             f"the model cannot be traced by torch.fx ({type(error).__name__}: {error}){_location(error)}. Tracing "
             "needs a forward pass whose Python control flow does not depend on the input's values; move such code "
             "out of forward, or into a torch.nn module"
         ) from error
     return graph, tracer.calls, dict(model.named_modules())
+
+
+def _run_plainly(model, example):
+    """Run the model on ``example``; raise :class:`ModelForwardError` if the model itself fails."""
+    try:
+        with torch.no_grad():
+            model(example.detach())
+    except Exception as error:
+        raise ModelForwardError(
+            f"the model raised {type(error).__name__} in its forward pass for an input of shape "
+            f"{tuple(example.shape)} ({example.dtype}): {error}"
+        ) from error
 
 
 def _location(error):
@@ -151,11 +170,20 @@ class _StructuralCanonizers:
 
     def __enter__(self):
         for canonizer in self.canonizers:
+            before = ModelState(self.model)
             self.handles += canonizer.apply(self.model)
+            after = ModelState(self.model)
+            if before.tensors != after.tensors or before.versions != after.versions:
+                self.__exit__()
+                raise UnsupportedModelError(
+                    f"the canonizer {type(canonizer).__name__} changes the model's parameters; the engine merges "
+                    "BatchNorm layers itself and takes canonizers that change the model's structure only"
+                )
 
     def __exit__(self, *exc):
         for handle in reversed(self.handles):
             handle.remove()
+        self.handles = []
 
 
 def _flat(canonizers):
@@ -194,8 +222,7 @@ def _merges(graph, modules):
 
 
 def _mergeable(module):
-    linear = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
-    return any(isinstance(module, kind) and type(module).forward is kind.forward for kind in linear)
+    return isinstance(layer_of("", module), (Convolution, Dense))
 
 
 def _handler(node, modules, templates, merges):
@@ -220,10 +247,14 @@ def _handler(node, modules, templates, merges):
 
 
 def _where(node):
-    """A call's place in the model, for messages: the operation, the node and the source line."""
+    """A call's place in the model, for messages: the operation, the node and the model's source line."""
     target = node.target if isinstance(node.target, str) else ops.function_name(node.target)
-    trace = (node.stack_trace or "").strip().splitlines()
-    line = f" ({trace[-2].strip()}: {trace[-1].strip()})" if len(trace) >= 2 else ""
+    lines = (node.stack_trace or "").strip().splitlines()
+    frames = [
+        (lines[i].strip(), lines[i + 1].strip()) for i in range(len(lines) - 1) if lines[i].strip().startswith("File")
+    ]
+    own = [frame for frame in frames if "/torch/" not in frame[0]]
+    line = f" ({own[-1][0]}: {own[-1][1]})" if own else ""
     return f"`{target}` (graph node {node.name}){line}"
 
 
@@ -261,8 +292,7 @@ def _gates(node, modules):
 
 
 def _check(graph, modules):
-    """Refuse what no rule can fix: a final softmax, an in-place change of a value that is used again."""
-    position = {node: index for index, node in enumerate(graph.nodes)}
+    """Refuse what no rule can fix: a model that ends with a softmax."""
     for node in graph.nodes:
         if node.op == "output":
             result = node.args[0]
@@ -275,14 +305,20 @@ def _check(graph, modules):
                     "the model ends with a softmax: LRP explains the model's output scores (logits), starting from "
                     "the output value (A.3). Pass the model without its final softmax"
                 )
-        if node.op == "call_method" and node.target.endswith("_") and not node.target.startswith("_") and node.args:
-            changed = node.args[0]
-            later = [user for user in changed.users if position[user] > position[node]]
-            if isinstance(changed, torch.fx.Node) and later:
-                raise UnsupportedModelError(
-                    f"the model changes a value in place with {_where(node)} and uses it again afterwards; the rules "
-                    "need out-of-place operations (e.g. x = x.relu() instead of x.relu_())"
-                )
+
+
+def _functionalize(graph):
+    """Make in-place method calls out of place: later users of the changed value read the call's result instead.
+
+    ``x.relu_()`` followed by a use of ``x`` then computes as the model does, and the value before the call (a
+    layer's output, say) stays as it was for the taps and rules that keep it.
+    """
+    position = {node: index for index, node in enumerate(graph.nodes)}
+    for node in list(graph.nodes):
+        name = node.target if node.op == "call_method" else ""
+        if name.endswith("_") and not name.startswith("_") and node.args and isinstance(node.args[0], torch.fx.Node):
+            after = position[node]
+            node.args[0].replace_all_uses_with(node, delete_user_cb=lambda user, after=after: position[user] > after)
 
 
 def _identity(value):

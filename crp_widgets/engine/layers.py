@@ -208,7 +208,9 @@ BATCH_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d,
 
 
 def layer_of(name, module):
-    """The :class:`Layer` of a module (a subclass that overrides ``forward`` is run as its own code)."""
+    """The :class:`Layer` of a module (one whose class or instance has its own ``forward`` runs that code)."""
+    if "forward" in vars(module):
+        return Layer(name, module)
     for kind in _CONVOLUTIONS:
         if isinstance(module, kind) and type(module).forward is kind.forward:
             return Convolution(name, module, kind)

@@ -95,10 +95,11 @@ class Ruled(ops.Handler):
         return connect(self.rule(run), input)
 
     def rule(self, run):
-        """The rule of this layer for one pass."""
+        """The rule of this layer for one pass (it holds the context, not the run: no reference cycle)."""
+        context, layer = run.context, self.layer
 
         def parameters(index, modifier):
-            return run.parameters(self.layer, index, modifier)
+            return context.parameters(layer, index, modifier)
 
         if isinstance(self.template, BasicHook):
             return ZennitRule(self.template, self.layer, parameters)
@@ -298,6 +299,8 @@ def _default_handler(name, module, layer, template):
         return ops.Plain(where, module) if nearest else ops.LinearOperation(where, module)
     if isinstance(module, _SOFTMAXES):
         return ops.Softmax(where, module)
+    if type(module) is torch.nn.ReLU:
+        return ops.Relu(where, module)
     if type(module).__module__ == "torch.nn.modules.activation":
         return ops.Activation(where, _activation(module))
     return ops.Unsupported(where, module, "no LRP rule is known for this module type")

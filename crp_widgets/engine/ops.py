@@ -54,7 +54,7 @@ _LINEAR = {
     "cumsum", "upsample_bilinear", "trace",
 }  # fmt: skip
 _ACTIVATIONS = {
-    "relu", "relu6", "gelu", "silu", "mish", "hardswish", "hardsigmoid", "sigmoid", "tanh", "elu", "selu", "celu",
+    "relu6", "gelu", "silu", "mish", "hardswish", "hardsigmoid", "sigmoid", "tanh", "elu", "selu", "celu",
     "leaky_relu", "softplus", "softsign", "hardtanh", "clamp", "clip", "clamp_min", "clamp_max", "prelu", "rrelu",
     "logsigmoid", "tanhshrink", "hardshrink", "softshrink", "threshold", "exp", "log", "sqrt", "rsqrt", "pow",
     "square", "abs", "erf", "sin", "cos", "reciprocal", "sign", "rpow", "glu_",
@@ -164,6 +164,19 @@ class Activation(Handler):
         if run.explains and args and data(args[0]) and not any(data(a) for a in args[1:]):
             return connect(Identity(lambda x: self.function(x, *args[1:], **kwargs)), args[0])
         return self.function(*args, **kwargs)
+
+
+class Relu(Handler):
+    """ReLU: its plain gradient, as zennit leaves it without a rule; the identity in a receptive-field pass.
+
+    Under Epsilon and ZPlus the gradient equals the identity rule: inactive units receive no relevance anyway.
+    """
+
+    def __call__(self, run, args, kwargs):
+        """Rectify (out of place)."""
+        if run.mode == "flat" and args and data(args[0]):
+            return connect(Identity(torch.relu), args[0])
+        return torch.relu(args[0])
 
 
 class LinearOperation(Handler):
@@ -453,6 +466,8 @@ def _classify(name, function, where):
         return LinearOperation(where, function)
     if name == "interpolate" or name == "upsample":
         return Interpolate(where, function)
+    if name == "relu":
+        return Relu(where, function)
     if name in _ACTIVATIONS:
         return Activation(where, function)
     if name in _SOFTMAX:

@@ -38,7 +38,9 @@ class _Node(torch.autograd.Function):
     def forward(ctx, rule, *inputs):
         output, state = rule.forward(*inputs)
         ctx.rule, ctx.state = rule, state
-        return output
+        # a new tensor object: the state may hold the output's data, but never the object autograd attaches this
+        # node to (a reference cycle that only the garbage collector would free)
+        return output.detach()
 
     @staticmethod
     def backward(ctx, relevance):

@@ -5,7 +5,8 @@ recorded forward passes) is valid while the model's :class:`ModelState` is uncha
 and tensors by identity and keeps them alive, so no later object can take over the identity of one it names.
 
 Tensors changed in place are seen by their version counter (``Tensor._version``), which torch raises on every
-in-place change (``optimizer.step()``, ``load_state_dict``, ``copy_``); torch has no public name for it. It is read
+in-place change (``optimizer.step()``, ``load_state_dict``, ``copy_``; torch has no public name for it), and new data
+assigned to ``.data`` by its address. It is read
 here and nowhere else, and ``tests/test_engine_state.py`` fails the day a torch release changes it.
 """
 
@@ -33,7 +34,7 @@ class ModelState:
             tensors.extend(module.parameters(recurse=False))
             tensors.extend(module.buffers(recurse=False))
         self.tensors = tuple(tensors)
-        self.versions = tuple(version(tensor) for tensor in tensors)
+        self.versions = tuple((version(tensor), tensor.data_ptr()) for tensor in tensors)
 
     def same_modules(self, other):
         """Whether ``other`` has the same modules under the same names (a traced graph stays valid)."""
