@@ -409,12 +409,12 @@ def test_a_background_scan_shows_partial_results_stops_and_resumes(model, scanne
 
 
 def test_the_model_reads_as_itself_while_another_thread_records_a_pass():
-    """A background pass holds canonized stand-ins in the modules: fingerprints and cache keys wait for it to end."""
+    """Passes of another thread leave the model as it is: its fingerprint and the cached pass stay the same."""
     import threading
 
     from crp_widgets.engine.store import model_fingerprint
 
-    model = small_cnn()  # BatchNorm merged by the default canonizers
+    model = small_cnn()  # BatchNorm merged by the engine's canonization
     expected = model_fingerprint(model)
     crp, busy = CRP(model), CRP(model)
     x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(7))
@@ -432,7 +432,7 @@ def test_the_model_reads_as_itself_while_another_thread_records_a_pass():
             assert model_fingerprint(model) == expected
             again = crp.attribute(x, target=1).heatmap
             assert float((again - first).abs().max()) <= 1e-5 * float(first.abs().max())
-            assert len(crp._cache) == 1  # the cached pass, not another under a stand-in state
+            assert len(crp.context.passes) == 1  # the cached pass, not another one
     finally:
         stop.set()
         thread.join()

@@ -398,7 +398,7 @@ def test_an_error_stays_until_the_view_that_failed_succeeds(session):
 
 
 def test_thumbnail_predictions_during_a_background_scan_do_not_disturb_it(tmp_path):
-    """The sample strip's plain forward passes share the model with a scan's recorded ones (the model lock)."""
+    """The sample strip's plain forward passes share the model with a scan's recorded ones."""
     demo = load_demo(length=256)
     crp = CRP(demo.model)
     inputs = [demo.dataset[i][0] for i in range(16)]
@@ -407,7 +407,7 @@ def test_thumbnail_predictions_during_a_background_scan_do_not_disturb_it(tmp_pa
     job = scan(crp, demo.dataset, ["features.conv3", "features.conv4"], tmp_path, k=4, batch_size=8, background=True)
     rounds = 0
     while job.running() or rounds == 0:
-        assert predictions(demo.model, inputs) == expected
+        assert predictions(crp, inputs) == expected
         rounds += 1
     job.wait()  # raises the scan's error, if any
     assert rounds > 1

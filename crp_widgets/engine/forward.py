@@ -188,6 +188,8 @@ class Run:
                 connect(_EditRule(edit, axis), value) if self.explains and value.requires_grad else edit(value, axis)
             )
         if tap is not None:
+            if self.mode == "plain" and torch.is_grad_enabled() and not value.requires_grad:
+                value = value.detach().requires_grad_()  # gradients with respect to the layer's output
             tap.calls += 1
             tap.order, self.counter = self.counter, self.counter + 1
             tap.axis = axis

@@ -151,7 +151,7 @@ def check_finite(x, total=None):
     sum (one pass, no boolean temporary); only a sum that is not finite (or overflowed) makes the element-wise check
     run.
     """
-    if math.isfinite(float(x.sum()) if total is None else total):
+    if math.isfinite(float(x.detach().sum()) if total is None else total):
         return
     finite = torch.isfinite(x)
     if not bool(finite.all()):
