@@ -12,11 +12,13 @@ import dataclasses
 
 import torch
 from zennit.core import ParamMod, stabilize, zero_wrap
-from zennit.rules import AlphaBeta, Gamma, ZPlus
+from zennit.rules import AlphaBeta, Epsilon, Flat, Gamma, Norm, WSquare, ZBox, ZPlus
 
 # zennit rules whose reducer is the sum of input times gradient over the branches: a branch whose input is all
 # zeros contributes exactly nothing, so its backward is skipped (e.g. the negative branch after a ReLU)
 _PRODUCT_REDUCERS = (ZPlus, AlphaBeta, Gamma)
+# zennit rules whose gradient mapper multiplies the relevance element-wise by factors of the outputs alone
+_ELEMENTWISE_MAPPERS = (Epsilon, ZPlus, AlphaBeta, Gamma, Flat, WSquare, ZBox, Norm)
 
 
 class Rule:
@@ -76,12 +78,17 @@ class Identity(Rule):
 
 @dataclasses.dataclass
 class LinearState:
-    """What :class:`Linear` keeps: the data inputs, their leaf copies, the local output graph and the output."""
+    """What :class:`Linear` keeps: the data inputs, their leaf copies, the local output graph and the output.
+
+    ``factor``: ``1 / stabilize(output)``, kept from the second backward pass on.
+    """
 
     inputs: tuple
     leaves: list
     local: torch.Tensor
     output: torch.Tensor
+    factor: torch.Tensor = None
+    uses: int = 0
 
 
 class Linear(Rule):
@@ -115,7 +122,13 @@ class Linear(Rule):
 
     def backward(self, state, relevance):
         """Distribute ``relevance`` over the inputs by their contributions."""
-        scaled = relevance / stabilize(state.output, self.epsilon)
+        state.uses += 1
+        if state.uses == 1:
+            scaled = relevance / stabilize(state.output, self.epsilon)
+        else:
+            if state.factor is None:
+                state.factor = stabilize(state.output, self.epsilon).reciprocal()
+            scaled = relevance * state.factor
         grads = _vjp(state.local, state.leaves, scaled)
         shares = self.shares or (1.0,) * len(grads)
         return tuple(
@@ -162,12 +175,28 @@ class Branch:
     zero: bool = False
 
 
+@dataclasses.dataclass
+class ZennitState:
+    """What a :class:`ZennitRule` keeps: the input and output; the branches (from the first backward pass on).
+
+    From the second backward pass on, also the gradient mapper's factors.
+    """
+
+    input: torch.Tensor
+    output: torch.Tensor
+    branches: list = None
+    factors: tuple = None
+    uses: int = 0
+
+
 class ZennitRule(Rule):
     """A zennit ``BasicHook`` (Epsilon, ZPlus, Flat, AlphaBeta, Gamma, ZBox, Norm, ...) on one layer.
 
     The rule's own input, parameter and output modifiers, gradient mapper and reducer are evaluated as zennit
-    evaluates them, on the layer's canonized parameters: the results are zennit's. The branches are computed once per
-    forward pass; a convolution or linear layer then differentiates them by its transposed operation.
+    evaluates them, on the layer's canonized parameters: the results are zennit's. The branches are computed at the
+    first backward pass (a scan never needs those of its lowest layers) and kept for the later ones; a convolution
+    or linear layer differentiates them by its transposed operation. zennit's own rules divide the relevance by
+    stabilised outputs: from the second backward pass on, those factors are computed once and multiplied.
 
     Parameters
     ----------
@@ -183,43 +212,47 @@ class ZennitRule(Rule):
         self.hook, self.layer, self.parameters = hook, layer, parameters
         self.modifiers = list(zip(hook.input_modifiers, hook.param_modifiers, hook.output_modifiers))
         self.skips_zeros = isinstance(hook, _PRODUCT_REDUCERS) and layer.linear
+        self.elementwise = type(hook) in _ELEMENTWISE_MAPPERS
 
     def forward(self, input):
-        """The layer's output, and every branch of the rule."""
+        """The layer's output."""
+        output = self.layer.function(input, self.parameters(None, None))
+        return output, ZennitState(input, output)
+
+    def branches(self, state):
+        """Every branch of the rule for the input of ``state``."""
         plain = self.parameters(None, None)
-        output = None
+        input, output = state.input, state.output
         branches = []
         for index, (input_modifier, param_modifier, output_modifier) in enumerate(self.modifiers):
             branch_input = input_modifier(input)
             parameters = self.parameters(index, param_modifier)
             if self.skips_zeros and not bool(branch_input.any()):
-                if output is None:
-                    output = self.layer.function(input, plain)
                 branches.append(Branch(branch_input, parameters, self.layer.at_zero(parameters, output), zero=True))
-                continue
-            branch = self._branch(branch_input, parameters, output_modifier)
-            if output is None and branch_input is input and _same(parameters, plain) and not branch.local:
-                output = branch.output  # the unmodified branch is the layer's output (e.g. Epsilon)
-            branches.append(branch)
-        if output is None:
-            output = self.layer.function(input, plain)
-        return output, branches
+            elif branch_input is input and _same(parameters, plain) and output_modifier(output) is output:
+                branches.append(self._branch(branch_input, parameters, output_modifier, output))
+            else:
+                branches.append(self._branch(branch_input, parameters, output_modifier))
+        return branches
 
-    def _branch(self, input, parameters, output_modifier):
-        output = self.layer.function(input, parameters)
-        modified = output_modifier(output)
-        if modified is output and self.layer.transposable:
-            return Branch(input, parameters, output)
+    def _branch(self, input, parameters, output_modifier, output=None):
+        """A branch, differentiated directly where the layer can, else on a local graph."""
+        if self.layer.transposable:
+            output = self.layer.function(input, parameters) if output is None else output
+            modified = output_modifier(output)
+            if modified is output:
+                return Branch(input, parameters, output)
         leaf = input.detach().requires_grad_()
         with torch.enable_grad():
             local = output_modifier(self.layer.function(leaf, parameters))
         return Branch(leaf, parameters, local, local=True)
 
-    def backward(self, branches, relevance):
+    def backward(self, state, relevance):
         """Zennit's gradient mapper, the branches' vector-Jacobian products and the reducer."""
-        outputs = [branch.output.detach() if branch.local else branch.output for branch in branches]
-        mapped = self.hook.gradient_mapper(relevance, outputs)
-        mapped = (mapped,) if isinstance(mapped, torch.Tensor) else tuple(mapped)
+        if state.branches is None:
+            state.branches = self.branches(state)
+        branches = state.branches
+        mapped = self._map(state, relevance)
         gradients = []
         for branch, grad in zip(branches, mapped):
             if branch.zero:
@@ -230,6 +263,23 @@ class ZennitRule(Rule):
                 gradients.append(self.layer.transpose(branch.input, branch.parameters, grad))
         inputs = [branch.input.detach() if branch.local else branch.input for branch in branches]
         return (self.hook.reducer(inputs, gradients),)
+
+    def _map(self, state, relevance):
+        """The gradient mapper's output for ``relevance`` (from its kept factors after the first pass)."""
+        state.uses += 1
+        if state.factors is not None:
+            return [relevance * factor for factor in state.factors]
+        outputs = [branch.output.detach() if branch.local else branch.output for branch in state.branches]
+        if self.elementwise and state.uses > 1:
+            with torch.no_grad():
+                state.factors = _as_tuple(self.hook.gradient_mapper(torch.ones_like(outputs[0]), outputs))
+            return [relevance * factor for factor in state.factors]
+        return _as_tuple(self.hook.gradient_mapper(relevance, outputs))
+
+
+def _as_tuple(mapped):
+    """A gradient mapper's output as a tuple (single-branch mappers return a bare tensor)."""
+    return (mapped,) if isinstance(mapped, torch.Tensor) else tuple(mapped)
 
 
 def _same(parameters, plain):
