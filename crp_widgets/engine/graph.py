@@ -16,6 +16,7 @@ import torch.fx
 from zennit.canonizers import CompositeCanonizer, MergeBatchNorm
 
 from . import ops
+from .composites import SIGNED_OUTPUTS
 from .errors import ModelForwardError, UnsupportedModelError
 from .layers import Convolution, Dense, is_batch_norm, layer_of
 from .modules import module_handler
@@ -81,8 +82,8 @@ class Graph:
         self.model = model
         with _EvalMode(model), _StructuralCanonizers(model, composite):
             graph, calls, modules = _trace(model, example)
-        templates = _templates(model, composite)
         merges = _merges(graph, modules)
+        templates = _templates(model, composite, _signed_outputs(graph, modules, merges))
         user = dict(model.named_modules())
         names = {}
         self.layers, self.kinds = {}, {}
@@ -198,10 +199,52 @@ def _merges_only(canonizer):
     return isinstance(canonizer, MergeBatchNorm)
 
 
-def _templates(model, composite):
-    """The composite's rule for every module, as zennit assigns them (``module_map`` in ``named_modules`` order)."""
-    context = {}
+def _templates(model, composite, signed):
+    """The composite's rule for every module, as zennit assigns them (``module_map`` in ``named_modules`` order).
+
+    The composite's context names the layers whose outputs stay ``signed`` (see :class:`.DefaultComposite`).
+    """
+    context = {SIGNED_OUTPUTS: signed}
     return {name: composite.module_map(context, name, module) for name, module in model.named_modules()}
+
+
+_RECTIFIERS = (torch.nn.ReLU, torch.nn.ReLU6)
+_ON_THE_WAY = {"add", "iadd", "cat", "view", "reshape", "flatten", "contiguous", "channel_shuffle", "dropout"}
+
+
+def _signed_outputs(graph, modules, merges):
+    """The convolution and linear layers whose outputs reach something other than a ReLU (they stay signed).
+
+    On the way to the ReLU may lie a folded BatchNorm, dropout, a residual addition, a concatenation or a reshape.
+    """
+    rectified = {}
+
+    def reaches_relu(node):
+        if node not in rectified:
+            rectified[node] = False  # a cycle cannot occur in a traced graph; this only guards the recursion
+            rectified[node] = bool(node.users) and all(_rectifies(user) for user in node.users)
+        return rectified[node]
+
+    def _rectifies(user):
+        if user.op == "call_module":
+            module = modules[user.target]
+            if isinstance(module, _RECTIFIERS):
+                return True
+            if user in merges or isinstance(module, (torch.nn.Dropout, torch.nn.Identity)):
+                return reaches_relu(user)
+            return False
+        if user.op in ("call_function", "call_method"):
+            name = _name(user)
+            if name in ("relu", "relu_", "relu6"):
+                return True
+            return name in _ON_THE_WAY and reaches_relu(user)
+        return False
+
+    return {
+        node.target
+        for node in graph.nodes
+        if node.op == "call_module" and _mergeable(modules[node.target]) and not reaches_relu(node)
+    }
 
 
 def _merges(graph, modules):
