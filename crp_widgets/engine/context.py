@@ -77,11 +77,18 @@ class Context:
             self._parameters[key] = cached
         return cached
 
-    def channel_axis(self, name, value=None):
-        """The axis of layer ``name``'s output that holds its channels (non-negative when ``value`` is given)."""
+    def channel_axis(self, name, value=None, axis=None):
+        """The axis of layer ``name``'s output that holds its channels.
+
+        With ``value`` (the layer's output in a pass) and the ``axis`` the pass followed to it: that axis, kept for
+        later questions; where the pass lost track, axis 1 for images and signals, the last one for tokens and rows.
+        Without: the axis kept from the last pass (1 if none ran yet).
+        """
         if value is None:
-            return self.axes.get(name, -1 if self.graph().kinds.get(name) in _CHANNELS_LAST else 1)
-        axis = value.ndim - 1 if self.graph().kinds.get(name) in _CHANNELS_LAST or value.ndim < 2 else 1
+            return self.axes.get(name, 1)
+        if axis is None:
+            axis = value.ndim - 1 if value.ndim in (2, 3) and self.graph().kinds.get(name) in _CHANNELS_LAST else 1
+            axis = min(axis, value.ndim - 1)
         self.axes[name] = axis
         return axis
 

@@ -11,9 +11,11 @@ import dataclasses
 import weakref
 
 import torch
+import torch.fx
 from torch.fx.node import map_arg
 
 from . import ops
+from .axes import channel_axis
 from .errors import CRPError, ModelForwardError, UnsupportedModelError
 from .graph import attribute
 from .rules import Rule, connect
@@ -138,27 +140,31 @@ class Run:
         """Run the program on ``input``; return the model's output."""
         self.explains = self.mode != "plain" and torch.is_grad_enabled()
         self.graph = self.context.graph(input)
-        values = {}
-        placeholders = 0
+        values, axes = {}, {}
         for step in self.graph.steps:
             node = step.node
-            if node.op == "placeholder":
-                value = input if placeholders == 0 else _default(node)
-                placeholders += 1
-            elif node.op == "get_attr":
-                value = attribute(self.context.model, node.target)
-            elif node.op == "output":
+            if node.op == "output":
                 return map_arg(node.args[0], values.__getitem__)
-            else:
-                value = self._call(
-                    step, map_arg(node.args, values.__getitem__), map_arg(node.kwargs, values.__getitem__)
-                )
+            value, axis = self._step(step, input, values, axes)
             for name in step.names:
-                value = self.enter(name, value)
-            values[node] = value
+                value = self.enter(name, value, axis)
+            values[node], axes[node] = value, axis
             for freed in step.free:
                 values.pop(freed, None)
+                axes.pop(freed, None)
         raise UnsupportedModelError("the traced model has no output")
+
+    def _step(self, step, input, values, axes):
+        """One node's value and the channel axis it has (``None``: unknown)."""
+        node = step.node
+        if node.op == "placeholder":
+            first = not values
+            return (input, 1) if first else (_default(node), None)
+        if node.op == "get_attr":
+            return attribute(self.context.model, node.target), None
+        args, kwargs = map_arg(node.args, values.__getitem__), map_arg(node.kwargs, values.__getitem__)
+        value = self._call(step, args, kwargs)
+        return value, channel_axis(node.op, step.target, args, kwargs, value, [_axis(a, axes) for a in node.args])
 
     def _call(self, step, args, kwargs):
         try:
@@ -170,8 +176,11 @@ class Run:
                 f"the model's forward pass failed at {step.handler.name}: {type(error).__name__}: {error}"
             ) from error
 
-    def enter(self, name, value):
-        """Apply the edit of layer ``name`` and tap it; return what the rest of the network consumes."""
+    def enter(self, name, value, axis=None):
+        """Apply the edit of layer ``name`` and tap it; return what the rest of the network consumes.
+
+        ``axis``: the channel axis of ``value``, as followed through the graph (``None``: unknown).
+        """
         edit, tap = self.edits.get(name), self.taps.get(name)
         if edit is None and tap is None:
             return value
@@ -182,7 +191,7 @@ class Run:
             if edit is not None:
                 raise CRPError(f"layer {name!r} returns {type(value).__name__}; only tensor outputs can be edited")
             return value
-        axis = self.context.channel_axis(name, value)
+        axis = self.context.channel_axis(name, value, axis)
         if edit is not None:
             value = (
                 connect(_EditRule(edit, axis), value) if self.explains and value.requires_grad else edit(value, axis)
@@ -202,6 +211,13 @@ class Run:
                 value = connect(_TapRule(tap), value)
             tap.output = value
         return value
+
+
+def _axis(arg, axes):
+    """The channel axis of an argument: of a node's value, or the first known one in a list of nodes."""
+    if isinstance(arg, (list, tuple)):
+        return next((axes[a] for a in arg if isinstance(a, torch.fx.Node) and axes.get(a) is not None), None)
+    return axes.get(arg) if isinstance(arg, torch.fx.Node) else None
 
 
 def _default(node):

@@ -55,6 +55,7 @@ class Step:
     handler: object = None
     names: tuple = ()
     free: tuple = ()
+    target: object = None
 
 
 class Graph:
@@ -95,7 +96,13 @@ class Graph:
         _functionalize(graph)
         _check(graph, modules)
         self.steps = [
-            Step(node, _handler(node, modules, templates, merges), tuple(names.get(node, ()))) for node in graph.nodes
+            Step(
+                node,
+                _handler(node, modules, templates, merges),
+                tuple(names.get(node, ())),
+                target=_target(node, modules),
+            )
+            for node in graph.nodes
         ]
         _schedule_frees(self.steps)
 
@@ -287,6 +294,11 @@ def _handler(node, modules, templates, merges):
             handler.constant |= gates
         return handler
     return None
+
+
+def _target(node, modules):
+    """What a node calls: its module, or its function (a tensor method by name)."""
+    return modules[node.target] if node.op == "call_module" else node.target
 
 
 def _where(node):

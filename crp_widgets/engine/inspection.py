@@ -57,8 +57,13 @@ class InputSpec:
 
     @classmethod
     def of(cls, model):
-        """Derive the spec from the first module with parameters, if it is a convolution; else ``None``."""
+        """Derive the spec from the first layer with parameters, if it is a convolution; else ``None``.
+
+        Layers are modules without submodules (a model's own parameters, e.g. a class token, do not count).
+        """
         for name, module in model.named_modules():
+            if any(True for _ in module.children()):
+                continue
             if any(True for _ in module.parameters(recurse=False)):
                 if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)):
                     rank = {torch.nn.Conv1d: 2, torch.nn.Conv2d: 3, torch.nn.Conv3d: 4}[type(module)]
