@@ -185,23 +185,15 @@ class ChannelSelector(Component):
         return self.session.views is not None and layer in self.session.store.layers
 
     def _on_message(self, _, content, buffers):
-        kind = content.get("type")
-        try:
-            if kind == "toggle":
-                self.toggle(content["channel"])
-            elif kind == "remove":
-                self.remove(content["layer"], content.get("channel"))
-            elif kind == "clear":
-                self.clear()
-            elif kind == "layer":
-                self.state.layer = content["layer"]
-            elif kind == "preview":
-                self.show_references(content["channel"])
-        except Exception as error:  # a refused value: the state keeps its last valid one, the widget says why
-            self.settle("input", error)
-            self._mirror_state()
-        else:
-            self.settle("input")
+        actions = {
+            "toggle": lambda: self.toggle(content["channel"]),
+            "remove": lambda: self.remove(content["layer"], content.get("channel")),
+            "clear": self.clear,
+            "layer": lambda: setattr(self.state, "layer", content["layer"]),
+            "preview": lambda: self.show_references(content["channel"]),
+        }
+        if content.get("type") in actions:
+            self.act(actions[content["type"]], self._mirror_state)
 
     def _on_state(self, change):
         self._mirror_state()

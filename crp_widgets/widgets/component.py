@@ -87,6 +87,18 @@ class Scheduled(traitlets.HasTraits):
 
         return self.session.worker.submit((id(self), view), key, compute, done, fail, self.priority, lane, progress)
 
+    def act(self, action, restore=None):
+        """Do what the front end asked (``action()``); when the state refuses a value, say why in :attr:`error`
+        and call ``restore()`` to show the state's values again (the state keeps its last valid value)."""
+        try:
+            action()
+        except Exception as error:
+            self.settle("input", error)
+            if restore is not None:
+                restore()
+        else:
+            self.settle("input")
+
     def mirror(self, *names):
         """Keep the traits ``names`` of this widget equal to the state's, both ways.
 
@@ -112,15 +124,9 @@ class Scheduled(traitlets.HasTraits):
 
     def _to_state(self, change):
         name = change["name"]
-        if getattr(self.state, name) == change["new"]:
-            return
-        try:
-            setattr(self.state, name, change["new"])
-        except Exception as error:
-            self.settle("input", error)
-            setattr(self, name, getattr(self.state, name))
-        else:
-            self.settle("input")
+        if getattr(self.state, name) != change["new"]:
+            self.act(lambda: setattr(self.state, name, change["new"]),
+                     lambda: setattr(self, name, getattr(self.state, name)))  # fmt: skip
 
     def drop(self, view):
         """Forget ``view``'s waiting job and ignore its running one: the state no longer needs their result."""

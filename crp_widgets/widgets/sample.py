@@ -199,16 +199,9 @@ class SampleView(Component):
         self.state.target = None if target is None else self.session.class_index(target)
 
     def _on_message(self, _, content, buffers):
-        try:
-            if content.get("type") == "select":
-                self.select(content["index"])
-            elif content.get("type") == "target":
-                self.explain(content["target"])
-        except Exception as error:  # a refused value: the state keeps its last valid one, the widget says why
-            self.settle("input", error)
-            self._mirror_state()
-        else:
-            self.settle("input")
+        actions = {"select": lambda: self.select(content["index"]), "target": lambda: self.explain(content["target"])}
+        if content.get("type") in actions:
+            self.act(actions[content["type"]], self._mirror_state)
 
     def _on_input(self, change):
         self._mirror_state(follow=change["name"] != "target")
