@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's two commands (see README.md):
 #   ./dev.sh lab [jupyter lab options]   install, build the front end, open JupyterLab on the quickstart notebook
-#   ./dev.sh test                        install (plus Chromium when missing), build, run every check
+#   ./dev.sh test                        install (plus Chromium when missing), build, run every check, build the docs
 # CRP_VENV=/path puts the virtual environment elsewhere (default: .venv); PYTHON picks the interpreter that makes it.
 set -euo pipefail
 
@@ -37,8 +37,8 @@ ensure_venv() {
   local stamp="$VENV/.crp-install-stamp" want
   want="$(cat pyproject.toml package.json package-lock.json | sha256sum | cut -d' ' -f1)"
   if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
-    log "Installing crp_widgets (editable, extras test and lab) into $VENV"
-    "$VENV/bin/python" -m pip install --disable-pip-version-check -e ".[test,lab]"
+    log "Installing crp_widgets (editable, extras test, docs and lab) into $VENV"
+    "$VENV/bin/python" -m pip install --disable-pip-version-check -e ".[test,docs,lab]"
     echo "$want" >"$stamp"
   fi
 }
@@ -58,6 +58,16 @@ build_front_end() {
   npm run build
 }
 
+# The docs site (mkdocs.yml, docs/): a broken link, page or API reference fails the build. Built into a temporary
+# directory: the check needs the build to pass, not the site.
+build_docs() {
+  local site status=0
+  site="$(mktemp -d)"
+  NO_MKDOCS_2_WARNING=1 "$VENV/bin/mkdocs" build --strict --site-dir "$site" || status=$?
+  rm -rf "$site"
+  return "$status"
+}
+
 run_checks() {
   local failed=()
   check() {
@@ -71,6 +81,7 @@ run_checks() {
   check "ruff check" "$VENV/bin/ruff" check .
   check "ruff format --check" "$VENV/bin/ruff" format --check .
   check "pytest" "$VENV/bin/python" -m pytest tests
+  check "mkdocs build --strict" build_docs
   if ((${#failed[@]})); then
     printf '\ndev.sh test: FAILED: %s\n' "$(IFS=,; echo "${failed[*]}")"
     return 1

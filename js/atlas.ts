@@ -20,7 +20,9 @@ import {
   toggleSegment,
 } from "./lib/atlas-region";
 import { type DecodedArray, decodeArray, isArrayMeta, isEmpty, pngUrl } from "./lib/codecs";
+import { blend } from "./lib/blend";
 import { colorize } from "./lib/colormap";
+import { colourBar } from "./lib/colour-bar";
 import { boundNumber, boundSelect, formatValue, uniqueId } from "./lib/gallery-atlas-controls";
 import { coalesced } from "./lib/views-dom";
 import { type Shell, element, mountShell } from "./lib/shell";
@@ -62,8 +64,16 @@ interface AtlasModel {
   segment_relevance: ArrayValue | null;
   concepts: Concept[];
   caption: string;
+  magnitude: number;
   region_concepts: RegionConcept[];
-  region_summary: { pixels?: number; region_total?: number; total?: number };
+  region_summary: {
+    pixels?: number;
+    region_total?: number;
+    total?: number;
+    region_magnitude?: number;
+    magnitude?: number;
+    conditions?: string;
+  };
   region_heatmaps: ArrayValue | null;
   region_images: DataView[];
 }
@@ -190,15 +200,19 @@ function markFocus(list: HTMLOListElement, model: Model): void {
   }
 }
 
-/** The legend: one button per concept, its colour, channel and share of the layer's relevance. */
-function renderLegend(list: HTMLOListElement, model: Model): void {
+/** The legend: one button per concept, its colour, channel and share of the layer's summed |R|. */
+function renderLegend(list: HTMLOListElement, model: Model, heading: HTMLElement): void {
+  const magnitude = model.get("magnitude");
+  heading.textContent = `Concepts (% of the layer's summed |R|, ${formatValue(magnitude)})`;
   list.replaceChildren(
     ...model.get("concepts").map((concept, position) => {
       const item = element("li", "");
       const button = element("button", "crpw-atlas-concept");
       button.type = "button";
       button.dataset.channel = String(concept.channel);
-      button.title = "Show this channel's references and heatmaps in the linked views";
+      button.title =
+        `channel ${concept.channel}: relevance ${formatValue(concept.relevance)}, ${percent(concept.share)} of the ` +
+        "layer's summed |R|. Click to show its references and heatmaps in the linked views.";
       const swatch = element("span", "crpw-atlas-swatch");
       swatch.style.background = conceptColor(position);
       button.append(
@@ -221,12 +235,17 @@ function renderLegend(list: HTMLOListElement, model: Model): void {
 class RegionPanel {
   readonly root = element("section", "crpw-atlas-region");
   private readonly summary = element("p", "crpw-atlas-region-summary");
+  private readonly conditioned = element("p", "crpw-atlas-region-conditioned");
   private readonly list = element("ol", "crpw-atlas-region-list");
+  private readonly scale = colourBar();
   private urls: string[] = [];
+  /** The sample's pixels, under the region's heatmaps. */
+  image: (Uint8ClampedArray<ArrayBuffer> & { grid: Grid }) | null = null;
 
   constructor(private readonly model: Model) {
     this.root.setAttribute("aria-label", "Concepts of the region");
-    this.root.append(element("h4", "crpw-atlas-heading", "Region"), this.summary, this.list);
+    this.root.append(element("h4", "crpw-atlas-heading", "Region"), this.summary, this.conditioned, this.list);
+    this.root.append(this.scale.root);
   }
 
   render(): void {
@@ -236,13 +255,20 @@ class RegionPanel {
       this.summary.textContent =
         "Drag over the atlas to brush a region or draw a lasso (choose the tool on the right); click superpixels " +
         "to add or remove them. Keyboard: focus the atlas, move with the arrow keys, Enter adds or removes.";
+      this.conditioned.textContent = "";
+      this.scale.root.hidden = true;
       this.clear();
       return;
     }
     this.summary.textContent =
-      `${summary.pixels} pixels; relevance inside ${formatValue(summary.region_total ?? 0)} of the layer's ` +
-      `${formatValue(summary.total ?? 0)} (Eq. 12). Most relevant concepts inside, with their share of the ` +
-      "layer's relevance and, in parentheses, of the region's:";
+      `${summary.pixels} pixels. Relevance inside: ${formatValue(summary.region_total ?? 0)} (signed sum over the ` +
+      `channels; the layer's signed total is ${formatValue(summary.total ?? 0)}). The most relevant concepts ` +
+      `inside: % of the layer's summed |R| (${formatValue(summary.magnitude ?? 0)}) and, in parentheses, % of ` +
+      `the region's summed |R| (${formatValue(summary.region_magnitude ?? 0)}).`;
+    this.conditioned.textContent = summary.conditions
+      ? `Conditioned: only relevance through ${summary.conditions} counts.`
+      : "";
+    this.scale.root.hidden = false;
     const heatmaps = readArray(this.model.get("region_heatmaps"), 3);
     const images = this.model.get("region_images");
     this.clear();
@@ -271,6 +297,9 @@ class RegionPanel {
       "crpw-atlas-card-share",
       `${percent(concept.share_of_total)} (${percent(concept.share_of_region)})`,
     );
+    shares.title =
+      `relevance inside the region ${formatValue(concept.relevance)}: ${percent(concept.share_of_total)} of the ` +
+      `layer's summed |R|, ${percent(concept.share_of_region)} of the region's`;
     const head = element("div", "crpw-atlas-card-head");
     head.append(name, shares);
     item.append(head);
@@ -280,7 +309,9 @@ class RegionPanel {
       canvas.setAttribute("role", "img");
       canvas.setAttribute("aria-label", `conditional heatmap of channel ${concept.channel}`);
       const slice = heatmaps.data.subarray(position * width * height, (position + 1) * width * height);
-      putPixels(canvas, colorize(slice), width, height);
+      const colours = colorize(slice);
+      const picture = this.image !== null && this.image.length === colours.length ? blend(this.image, colours, 0.5) : colours;
+      putPixels(canvas, picture, width, height);
       item.append(canvas);
     }
     if (images.length) {
@@ -629,9 +660,10 @@ function render({ model, el }: RenderProps<AtlasModel>): () => void {
   const stage = new AtlasStage(model);
   const legend = element("ol", "crpw-atlas-legend");
   legend.setAttribute("aria-label", "Concepts: colour and channel");
+  const legendHeading = element("h4", "crpw-atlas-heading", "Concepts");
   const side = element("div", "crpw-atlas-side");
   side.append(
-    element("h4", "crpw-atlas-heading", "Concepts"),
+    legendHeading,
     element("p", "crpw-atlas-note", "Fill: most relevant concept. Dots: second most relevant. Click to focus a channel."),
     legend,
     regionTools(stage),
@@ -647,14 +679,18 @@ function render({ model, el }: RenderProps<AtlasModel>): () => void {
     const request = ++imageRequest;
     const view = model.get("image");
     const decoded = isEmpty(view) ? null : await decodeImage(view);
-    if (request === imageRequest) stage.setImage(decoded);
+    if (request === imageRequest) {
+      stage.setImage(decoded);
+      region.image = decoded;
+      region.render();
+    }
   };
   shell.listen(["image"], () => void loadImage().catch((error) => stage.setCaption(`image: ${String(error)}`)), true);
   // The atlas's arrays change together: decode them once per update.
   shell.listen(["segments", "assignment", "segment_relevance"], coalesced(() => stage.setAtlas(decodeAtlas(model))), true);
   shell.listen(["region"], () => stage.readRegion(), true);
   shell.listen(["caption"], () => stage.setCaption(model.get("caption")), true);
-  shell.listen(["concepts"], () => renderLegend(legend, model), true);
+  shell.listen(["concepts", "magnitude"], coalesced(() => renderLegend(legend, model, legendHeading)), true);
   shell.listen(["channel"], () => markFocus(legend, model));
   shell.listen(["region_concepts", "region_summary", "region_heatmaps", "region_images"], coalesced(() => region.render()), true);
   shell.onDispose(() => region.clear());

@@ -34,6 +34,8 @@ interface ChannelModel {
   ranking: unknown;
   ranking_layer: string;
   total: number;
+  magnitude: number;
+  ranking_for: { input?: string; class?: string; conditions?: string };
   conditions: Record<string, number[]>;
   channel: number | null;
   top_k: number;
@@ -44,7 +46,7 @@ interface ChannelModel {
   labels: ChannelLabels;
 }
 
-/** Concept labels of a layer's channels (Network Dissection, seed 002): best concept and IoU per channel. */
+/** Concept labels of a layer's channels (Network Dissection, Bau et al. 2017): best concept and IoU per channel. */
 interface ChannelLabels {
   layer?: string;
   concepts?: (string | null)[];
@@ -183,6 +185,29 @@ class Preview {
   }
 }
 
+/** What the bars show, from the same computation as the bars: input, class, conditions, and the denominators. */
+function legendLines(model: Model): HTMLElement[] {
+  const about = model.get("ranking_for");
+  const magnitude = model.get("magnitude").toPrecision(3);
+  const total = model.get("total").toPrecision(3).replace("-", "−");
+  const lines = [
+    element("div", "", `Red supports ${about.class ?? "the class"}, blue contradicts it.`),
+    element("div", "", `% = share of the layer's summed |R| (${magnitude}); the signed total is ${total}.`),
+  ];
+  if (about.input !== undefined) {
+    lines.unshift(element("div", "crpw-legend-for", `${model.get("ranking_layer")} for ${about.input}`));
+  }
+  if (about.conditions) {
+    const conditioned = element("div", "crpw-legend-conditioned", `Only relevance through ${about.conditions}.`);
+    lines.push(conditioned);
+  }
+  for (const line of lines) {
+    line.classList.add("crpw-clip");
+    line.title = line.textContent ?? "";
+  }
+  return lines;
+}
+
 /** The virtualised listbox of signed relevance bars. */
 function mountBars(model: Model, shell: Shell, id: string, summary: HTMLElement): HTMLElement {
   const wrap = element("div", "crpw-bars-wrap");
@@ -214,7 +239,7 @@ function mountBars(model: Model, shell: Shell, id: string, summary: HTMLElement)
     item.setAttribute("aria-selected", String(isSelected));
     item.classList.toggle("crpw-active", index === active);
     item.style.top = `${index * ROW_HEIGHT}px`;
-    item.title = `channel ${channel}: relevance ${relevance.toPrecision(3)}, ${formatShare(share)} of the layer; click to ${isSelected ? "remove it from" : "add it to"} the conditions`;
+    item.title = `channel ${channel}: relevance ${relevance.toPrecision(3)}, ${formatShare(share)} of the layer's summed |R|; click to ${isSelected ? "remove it from" : "add it to"} the conditions`;
     const track = element("div", "crpw-bar-track");
     const axis = element("div", "crpw-bar-axis");
     axis.style.left = `${scale.axis * 100}%`;
@@ -267,8 +292,7 @@ function mountBars(model: Model, shell: Shell, id: string, summary: HTMLElement)
       list.scrollTop = 0;
     }
     scale = barScale(rows.map((r) => r.relevance));
-    const total = model.get("total").toPrecision(3).replace("-", "−");
-    legend.textContent = `red: supports the explained class · blue: contradicts it · % of the layer's total relevance, ${total}`;
+    legend.replaceChildren(...legendLines(model));
     active = Math.min(active, Math.max(0, shown() - 1));
     preview.hide();
     draw();
@@ -327,7 +351,7 @@ function mountBars(model: Model, shell: Shell, id: string, summary: HTMLElement)
     }
   });
 
-  shell.listen(["ranking", "ranking_layer"], coalesced(load), true);
+  shell.listen(["ranking", "ranking_layer", "ranking_for", "magnitude", "total"], coalesced(load), true);
   shell.listen(["conditions", "top_k", "show_all", "labels"], draw);
   shell.listen(["preview", "preview_for", "has_references"], coalesced(() => preview.draw()));
   return wrap;

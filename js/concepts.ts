@@ -1,5 +1,5 @@
 /**
- * UserConceptView (crp_widgets/widgets/concepts.py): a user-defined concept (SACV, seed 004). A basket of example
+ * UserConceptView (crp_widgets/widgets/concepts.py): a user-defined concept (SACV, Wang & Lee 2022). A basket of example
  * thumbnails (add the current sample, add by index, drop a reference-gallery tile, remove), the layer, "Learn"
  * with the classifier's held-out accuracy, the maps S_k (where the concept is) and S_k->c (where it contributes to
  * class c) over the current sample in bwr colours, and the concept's contribution to c over the class's images.
@@ -7,6 +7,7 @@
 import type { AnyModel, RenderProps } from "@anywidget/types";
 import { accuracyText, formatNumber, parseReference, REFERENCE_TYPE } from "./lib/concept-basket";
 import { boundNumber, boundSelect } from "./lib/gallery-atlas-controls";
+import { colourBar } from "./lib/colour-bar";
 import { element, mountShell } from "./lib/shell";
 import { coalesced, opacitySlider, pngImage } from "./lib/views-dom";
 import { compose, decodePayload, heatmapPixels, ImageSlot, type Pixels, paint } from "./lib/views-overlay";
@@ -116,10 +117,11 @@ function render({ model, el }: RenderProps<ConceptsModel>): () => void {
   conceptFigure.root.dataset.map = "concept";
   contributionFigure.root.dataset.map = "contribution";
   maps.append(conceptFigure.root, contributionFigure.root);
+  const scale = colourBar();
   const summary = element("div", "crpw-concepts-summary");
   summary.setAttribute("role", "status");
 
-  shell.body.append(basket, basketControls, learnControls, opacity.label, maps, summary);
+  shell.body.append(basket, basketControls, learnControls, opacity.label, maps, scale.root, summary);
 
   // Dropping a reference-gallery tile adds it to the basket.
   basket.addEventListener("dragover", (event) => {
@@ -177,11 +179,13 @@ function render({ model, el }: RenderProps<ConceptsModel>): () => void {
     contribution = b === null ? null : heatmapPixels(b)[0];
     const info = model.get("maps_info");
     const name = info.name ?? "";
-    conceptFigure.caption.textContent = concept === null ? "" : `S_k: where the concept is (${info.layer})`;
-    contributionFigure.caption.textContent =
-      contribution === null ? "" : `S_k→c: where it contributes to class ${name}`;
-    conceptFigure.canvas.setAttribute("aria-label", "concept map S_k");
-    contributionFigure.canvas.setAttribute("aria-label", `contribution map S_k to c for class ${name}`);
+    conceptFigure.caption.textContent = concept === null ? "" : `Where the concept is (${info.layer})`;
+    contributionFigure.caption.textContent = contribution === null ? "" : `Where it contributes to class ${name}`;
+    conceptFigure.caption.title = "the concept map S_k of SACV (Wang & Lee 2022)";
+    contributionFigure.caption.title = "the contribution map S_k→c of SACV (Wang & Lee 2022)";
+    conceptFigure.canvas.setAttribute("aria-label", "where the concept is");
+    contributionFigure.canvas.setAttribute("aria-label", `where the concept contributes to class ${name}`);
+    scale.root.hidden = concept === null;
     draw();
   };
   const renderSummary = (): void => {
@@ -195,9 +199,10 @@ function render({ model, el }: RenderProps<ConceptsModel>): () => void {
       return;
     }
     summary.textContent =
-      `Class ${s.name}, ${s.images} images: the concept raises the class logit on ` +
-      `${Math.round((s.score ?? 0) * 100)}% of them (TCAV score); mean S_k→c ${formatNumber(s.inside)} where the ` +
-      `concept is detected vs ${formatNumber(s.outside)} elsewhere.`;
+      `Class ${s.name}, ${s.images} images: the concept raises the class's output on ` +
+      `${Math.round((s.score ?? 0) * 100)} % of them; its mean contribution is ${formatNumber(s.inside)} where ` +
+      `the concept is found and ${formatNumber(s.outside)} elsewhere.`;
+    summary.title = "The share of images is the TCAV score (Kim et al. 2018); contributions are S_k→c of SACV.";
   };
 
   opacity.input.addEventListener("input", () => {

@@ -7,6 +7,7 @@
  */
 import type { AnyModel, RenderProps } from "@anywidget/types";
 import { isEmpty, pngUrl } from "./lib/codecs";
+import { colourBar } from "./lib/colour-bar";
 import { encodeReference, REFERENCE_TYPE } from "./lib/concept-basket";
 import { boundCheckbox, boundNumber, boundRadios, boundSelect, formatValue } from "./lib/gallery-atlas-controls";
 import { coalesced } from "./lib/views-dom";
@@ -252,7 +253,7 @@ function render({ model, el }: RenderProps<GalleryModel>): () => void {
   tabs.setAttribute("aria-label", "Classes");
   tabKeys(tabs);
   const rows = new Rows();
-  // The channel's concept label from Network Dissection (seed 002), above its references.
+  // The channel's concept label from Network Dissection (Bau et al. 2017), above its references.
   const concept = element("div", "crpw-gallery-concept");
   shell.listen(
     ["concept"],
@@ -266,7 +267,9 @@ function render({ model, el }: RenderProps<GalleryModel>): () => void {
     },
     true,
   );
-  shell.body.append(controls(shell, model), concept, progress, message, tabs, rows.root);
+  const scale = colourBar();
+  shell.listen(["view"], () => void (scale.root.hidden = model.get("view") !== "heatmap"), true);
+  shell.body.append(controls(shell, model), concept, progress, message, tabs, rows.root, scale.root);
   shell.listen(["store_info"], () => (progress.textContent = progressText(model.get("store_info"))), true);
   shell.listen(["message"], () => (message.textContent = model.get("message")), true);
   shell.listen(["class_tabs", "cls", "mode", "compare"], () => renderTabs(tabs, model), true);

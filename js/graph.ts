@@ -1,6 +1,6 @@
 /**
  * AttributionGraphView (crp_widgets/widgets/graph.py): the attribution graph of a concept (CRP paper Sec. 3.4,
- * Fig. 17) drawn as SVG, and a path drill-down panel (seed 000).
+ * Fig. 17) drawn as SVG, and a path drill-down panel (after Ghosh's concept-detection report on VGG16).
  *
  * One row per layer, one card per channel (reference thumbnail, conditional heatmap, "ch c (share of the root)"),
  * edges as wide as the share of relevance that flows. Clicking a card selects the channel in the linked views, its
@@ -9,6 +9,7 @@
  */
 import type { AnyModel, RenderProps } from "@anywidget/types";
 import { isEmpty, pngUrl } from "./lib/codecs";
+import { colourBar } from "./lib/colour-bar";
 import {
   type Direction,
   type GraphData,
@@ -23,8 +24,10 @@ import {
   edgePath,
   edgeWidth,
   labelPoints,
+  expandBlocker,
   extent,
   formatShare,
+  missingReference,
   neighbour,
   nodeId,
   placeNodes,
@@ -227,8 +230,9 @@ function drawNode(
   index: number,
   place: Slot,
   flags: { root: boolean; selected: boolean; expandable: boolean },
-  images: { sample: string; thumbnails: Images; heatmaps: Images },
+  images: GraphImages,
   labels: Labels = {},
+  blocker: string | null = null,
 ): SVGGElement {
   const origin = cardOrigin(place, GEOMETRY);
   const classes = ["crpw-graph-node"];
@@ -243,7 +247,7 @@ function drawNode(
     "aria-label",
     `layer ${node.layer}, channel ${node.channel}, ${share} of the root's relevance` +
       (flags.selected ? ", selected" : "") +
-      (flags.expandable ? "; press + to expand" : ""),
+      (flags.expandable ? "; press + to expand" : blocker === null ? "" : `; ${blocker}`),
   );
   group.append(
     svg("rect", { width: GEOMETRY.cardWidth, height: GEOMETRY.cardHeight, rx: 6 }, "crpw-graph-card"),
@@ -252,7 +256,7 @@ function drawNode(
         `(${share} of the root's)`,
     ),
   );
-  const thumbnail = images.thumbnails.at(node.thumbnail) || images.sample;
+  const thumbnail = images.thumbnails.at(node.thumbnail);
   const tiles: Array<[string, number, string]> = [
     [thumbnail, PAD, "crpw-graph-thumbnail"],
     [images.heatmaps.at(index), 2 * PAD + TILE, "crpw-graph-heatmap"],
@@ -261,12 +265,20 @@ function drawNode(
     if (href) group.append(svg("image", { href, x, y: PAD, width: TILE, height: TILE }, className));
     group.append(svg("rect", { x, y: PAD, width: TILE, height: TILE }, "crpw-graph-tile"));
   }
+  if (!thumbnail) {
+    // No reference of this channel: say so, instead of repeating the sample on every card.
+    const missing = svg("g", {}, "crpw-graph-missing");
+    const text = svg("text", { x: PAD + TILE / 2, y: PAD + TILE / 2 + 4, "text-anchor": "middle" });
+    text.textContent = "no refs";
+    missing.append(text, title(missingReference(node.layer, images.scanned)));
+    group.append(missing);
+  }
   const label = svg("text", { x: PAD, y: 2 * PAD + TILE + 14 }, "crpw-graph-label");
   label.textContent = `ch ${node.channel} (${share})`;
   group.append(label);
   const concepts = labels[node.layer];
   if (concepts?.concepts !== undefined && concepts.iou !== undefined && node.channel < concepts.concepts.length) {
-    // The dissection label and IoU (seed 002) on a strip at the foot of the heatmap tile; the reference stays whole.
+    // The dissection label and IoU (Bau et al. 2017) on a strip at the foot of the heatmap tile; the reference stays whole.
     const text = `${concepts.concepts[node.channel] ?? "none"} ${concepts.iou[node.channel].toFixed(2)}`;
     const y = PAD + TILE - 12;
     const strip = svg("g", {}, "crpw-graph-concept");
@@ -289,14 +301,32 @@ function drawNode(
     plus.textContent = "+";
     expand.append(svg("circle", { r: 10 }), plus, title("expand: add its top sub-concepts one layer down"));
     group.append(expand);
+  } else if (blocker !== null) {
+    const why = svg(
+      "g",
+      { transform: `translate(${GEOMETRY.cardWidth - 14} ${GEOMETRY.cardHeight - 13})` },
+      "crpw-graph-noexpand",
+    );
+    const mark = svg("text", { x: 0, y: 4 }, "crpw-graph-noexpand-mark");
+    mark.textContent = "–";
+    why.append(svg("circle", { r: 8 }), mark, title(blocker));
+    group.append(why);
   }
   return group;
+}
+
+/** The pictures a graph card draws from, and the layers the reference store holds (`null` without a store). */
+interface GraphImages {
+  sample: string;
+  thumbnails: Images;
+  heatmaps: Images;
+  scanned: string[] | null;
 }
 
 function drawGraph(
   data: GraphData,
   selected: readonly unknown[],
-  images: { sample: string; thumbnails: Images; heatmaps: Images },
+  images: GraphImages,
   concepts: Labels = {},
 ): GraphView {
   const places = placeNodes(data);
@@ -315,20 +345,22 @@ function drawGraph(
     edges.append(curve);
     percents.append(label);
   }
-  const parents = new Set(data.edges.map((edge) => nodeId(...edge.source)));
   const byId = new Map<string, GraphNodeData>();
   const expandable = new Set<string>();
   data.nodes.forEach((node, index) => {
     const id = nodeId(node.layer, node.channel);
     byId.set(id, node);
-    // A leaf expands, unless its layer is the lowest one (nothing below it to follow).
-    if (!parents.has(id) && node.layer !== data.lowest) expandable.add(id);
+    // A leaf expands, unless its layer is the lowest one (nothing below it to follow); otherwise say why not.
+    const blocker = expandBlocker(node, data);
+    if (blocker === null) expandable.add(id);
     const flags = {
       root: sameKey(data.root, node.layer, node.channel),
       selected: sameKey(selected, node.layer, node.channel),
       expandable: expandable.has(id),
     };
-    nodes.append(drawNode(node, index, placeOf(places, [node.layer, node.channel]), flags, images, concepts));
+    nodes.append(
+      drawNode(node, index, placeOf(places, [node.layer, node.channel]), flags, images, concepts, blocker),
+    );
   });
   root.append(drawRows(data, size.width), edges, percents, nodes);
   return { svg: root, places, nodes: byId, expandable };
@@ -363,8 +395,9 @@ interface Section {
 function mountGraph(model: Model, pictures: Pictures): Section {
   const area = element("div", "crpw-graph-area");
   const heading = element("div", "crpw-graph-heading");
+  const scale = colourBar();
   const scroller = element("div", "crpw-graph-scroller");
-  area.append(heading, scroller);
+  area.append(heading, scale.root, scroller);
   let view: GraphView | null = null;
   let active = "";
 
@@ -398,8 +431,14 @@ function mountGraph(model: Model, pictures: Pictures): Section {
     const relevance = root === undefined ? "–" : root.relevance.toPrecision(3);
     heading.textContent =
       `Attribution graph of layer ${data.root[0]}, channel ${data.root[1]} (relevance ${relevance}) for class ` +
-      `“${data.class}”: edges show the share of the upper concept's relevance, cards the share of the root's.`;
-    const images = { sample: pictures.image.at(0), thumbnails: pictures.thumbnails, heatmaps: pictures.heatmaps };
+      `“${data.class}”: edges show the share of the upper concept's relevance, cards the share of the root's. ` +
+      "Each card: the channel's top reference (left) and its heatmap on this sample (right).";
+    const images = {
+      sample: pictures.image.at(0),
+      thumbnails: pictures.thumbnails,
+      heatmaps: pictures.heatmaps,
+      scanned: data.scanned ?? null,
+    };
     view = drawGraph(data, model.get("selected"), images, model.get("labels"));
     scroller.replaceChildren(view.svg);
     activate(view.nodes.has(active) ? active : nodeId(...data.root), hadFocus);
@@ -440,6 +479,14 @@ function picture(src: string, className: string): HTMLImageElement {
 }
 
 /** The drill-down panel: the path as breadcrumbs, and the next layer's top-k channels under it. */
+/** A channel's top reference, or a tile that says why there is none. */
+function reference(href: string, layer: string, scanned: string[] | null | undefined): HTMLElement {
+  if (href) return picture(href, "crpw-graph-item-thumbnail");
+  const missing = element("span", "crpw-graph-item-thumbnail crpw-graph-item-missing", "no refs");
+  missing.title = missingReference(layer, scanned);
+  return missing;
+}
+
 function mountDrill(model: Model, pictures: Pictures): Section {
   const panel = element("section", "crpw-graph-drill");
   panel.setAttribute("aria-label", "path drill-down");
@@ -474,7 +521,7 @@ function mountDrill(model: Model, pictures: Pictures): Section {
     button.type = "button";
     button.setAttribute("aria-label", `extend the path with layer ${layer} channel ${entry.channel}`);
     button.append(
-      picture(pictures.drill_thumbnails.at(entry.thumbnail) || pictures.image.at(0), "crpw-graph-item-thumbnail"),
+      reference(pictures.drill_thumbnails.at(entry.thumbnail), layer, model.get("graph").scanned),
       picture(pictures.drill_heatmaps.at(index), "crpw-graph-item-heatmap"),
       element("span", "crpw-graph-item-label", `ch ${entry.channel} (${formatShare(entry.share)})`),
     );

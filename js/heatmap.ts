@@ -7,7 +7,8 @@
 import type { AnyModel, RenderProps } from "@anywidget/types";
 import { blend } from "./lib/blend";
 import { decodeArray, isArrayMeta, isEmpty } from "./lib/codecs";
-import { colorize } from "./lib/colormap";
+import { colorize, maxAbs } from "./lib/colormap";
+import { colourBar } from "./lib/colour-bar";
 import { keepControlKeys } from "./lib/keyboard";
 import { element } from "./lib/shell";
 import { opacitySlider } from "./lib/views-dom";
@@ -23,7 +24,7 @@ interface HeatmapModel {
   error: string;
 }
 
-function decodeHeatmap(model: AnyModel<HeatmapModel>): Pixels | null {
+function decodeHeatmap(model: AnyModel<HeatmapModel>): { pixels: Pixels; peak: number } | null {
   const view = model.get("heatmap_data");
   if (isEmpty(view)) return null;
   const meta = model.get("heatmap_meta");
@@ -31,7 +32,7 @@ function decodeHeatmap(model: AnyModel<HeatmapModel>): Pixels | null {
     throw new Error(`heatmap_meta must describe a [H, W] array; got ${JSON.stringify(meta)}`);
   }
   const { data, shape } = decodeArray(view, meta);
-  return { width: shape[1], height: shape[0], rgba: colorize(data) };
+  return { pixels: { width: shape[1], height: shape[0], rgba: colorize(data) }, peak: maxAbs(data) };
 }
 
 function render({ model, el }: RenderProps<HeatmapModel>): () => void {
@@ -42,7 +43,8 @@ function render({ model, el }: RenderProps<HeatmapModel>): () => void {
   const canvas = element("canvas", "crpw-canvas");
   canvas.setAttribute("role", "img");
   const caption = element("figcaption", "crpw-caption");
-  figure.append(canvas, caption);
+  const scale = colourBar();
+  figure.append(canvas, scale.root, caption);
 
   const opacityControl = opacitySlider();
   const slider = opacityControl.input;
@@ -91,11 +93,14 @@ function render({ model, el }: RenderProps<HeatmapModel>): () => void {
   const loadHeatmap = (): void => {
     try {
       heatmapError = "";
-      heatmap = decodeHeatmap(model);
+      const decoded = decodeHeatmap(model);
+      heatmap = decoded?.pixels ?? null;
+      scale.show(decoded?.peak ?? null);
     } catch (error) {
       heatmap = null;
       heatmapError = String(error);
     }
+    scale.root.hidden = heatmap === null;
     draw();
   };
 

@@ -5,6 +5,8 @@
  * blended over the image with one opacity; a toggle switches to class-free localisation (Sec. 2.3.5).
  */
 import type { RenderProps } from "@anywidget/types";
+import { colourBar } from "./lib/colour-bar";
+import { maxAbs } from "./lib/colormap";
 import { element, mountShell } from "./lib/shell";
 import { formatShare } from "./lib/views-bars";
 import { coalesced, opacitySlider } from "./lib/views-dom";
@@ -17,8 +19,20 @@ interface GridInfo {
   channels?: number[];
   relevance?: number[];
   shares?: number[];
+  magnitude?: number;
   selected?: boolean;
+  conditions?: string;
+  input?: string;
+  class?: string | null;
   note?: string;
+}
+
+interface HeatmapInfo {
+  about?: string;
+  input?: string;
+  conditioned?: boolean;
+  kept?: number | null;
+  few?: boolean;
 }
 
 interface HeatmapsModel {
@@ -27,11 +41,29 @@ interface HeatmapsModel {
   image: DataView | null;
   heatmap: unknown;
   caption: string;
+  heatmap_info: HeatmapInfo;
   grid: unknown;
   grid_info: GridInfo;
   top_k: number;
   opacity: number;
   localization: boolean;
+}
+
+/** What the conditions keep of the relevance, flagged when it is almost nothing. */
+function keptText(info: HeatmapInfo): string {
+  if (info.kept === undefined || info.kept === null) return "";
+  const share = `${(100 * info.kept).toFixed(1)} %`;
+  return info.few
+    ? `The conditions leave ${share} of the relevance: almost nothing flows through these channels here.`
+    : `The conditions keep ${share} of the relevance (summed |R| of the heatmap without conditions).`;
+}
+
+/** The grid's input, class and conditions on other layers, from the same computation as the grid. */
+function gridSubtitle(info: GridInfo): string {
+  if (info.input === undefined) return "";
+  const target = info.class ? `, ${info.class}` : ", no class";
+  const through = info.conditions ? `; only through ${info.conditions}` : "";
+  return `for ${info.input}${target}${through}; % of the layer's summed |R|`;
 }
 
 function render({ model, el }: RenderProps<HeatmapsModel>): () => void {
@@ -40,8 +72,10 @@ function render({ model, el }: RenderProps<HeatmapsModel>): () => void {
   const main = element("figure", "crpw-figure crpw-hm-main");
   const mainCanvas = element("canvas", "crpw-hm-canvas");
   mainCanvas.setAttribute("role", "img");
+  const mainScale = colourBar();
   const mainCaption = element("figcaption", "crpw-caption crpw-hm-caption");
-  main.append(mainCanvas, mainCaption);
+  const kept = element("div", "crpw-hm-kept");
+  main.append(mainCanvas, mainScale.root, mainCaption, kept);
 
   const opacity = opacitySlider();
   const localization = element("input", "crpw-localization");
@@ -54,10 +88,18 @@ function render({ model, el }: RenderProps<HeatmapsModel>): () => void {
   const controls = element("div", "crpw-controls crpw-hm-controls");
   controls.append(opacity.label, localizationLabel);
 
-  const title = element("div", "crpw-hm-title");
+  const title = element("div", "crpw-hm-title crpw-clip");
+  const subtitle = element("div", "crpw-hm-subtitle crpw-clip");
   const note = element("div", "crpw-hm-note");
   const grid = element("div", "crpw-hm-grid");
-  shell.body.append(main, controls, title, note, grid);
+  const gridScale = colourBar();
+  const left = element("div", "crpw-hm-left");
+  left.append(main, controls);
+  const right = element("div", "crpw-hm-right");
+  right.append(title, subtitle, note, grid, gridScale.root);
+  const columns = element("div", "crpw-hm-columns");
+  columns.append(left, right);
+  shell.body.append(columns);
 
   const image = new ImageSlot();
   let heatmap: Pixels | null = null;
@@ -73,9 +115,15 @@ function render({ model, el }: RenderProps<HeatmapsModel>): () => void {
   const loadHeatmap = (): void => {
     const array = decodePayload(model.get("heatmap"));
     heatmap = array === null ? null : heatmapPixels(array)[0];
+    mainScale.root.hidden = array === null;
+    mainScale.show(array === null ? null : maxAbs(array.data));
     const caption = model.get("caption");
-    mainCaption.textContent = caption;
-    mainCanvas.setAttribute("aria-label", `heatmap ${caption}`);
+    const info = model.get("heatmap_info");
+    mainCaption.textContent = caption && info.input ? `${caption} · ${info.input}` : caption;
+    mainCaption.title = info.about ? `${mainCaption.textContent}\n${info.about}` : caption;
+    kept.textContent = keptText(info);
+    kept.classList.toggle("crpw-hm-few", Boolean(info.few));
+    mainCanvas.setAttribute("aria-label", `heatmap: ${caption}`);
     draw();
     // On screen: a performance mark for latency measurements (click to updated heatmap, see the README).
     performance.mark("crpw:heatmap", { detail: { caption } });
@@ -87,9 +135,14 @@ function render({ model, el }: RenderProps<HeatmapsModel>): () => void {
     const layers = array === null ? [] : heatmapPixels(array);
     const channels = info.channels ?? [];
     const shares = info.shares ?? [];
-    const which = info.selected ? "selected channels" : `top ${channels.length} channels (select channels to compare)`;
-    title.textContent = info.layer === undefined ? "" : `Conditional heatmaps · layer ${info.layer} · ${which}`;
+    const which = info.selected ? "selected" : `top ${channels.length}`;
+    title.textContent = info.layer === undefined ? "" : `Per channel of ${info.layer}: ${which}`;
+    title.title = title.textContent;
+    subtitle.textContent = gridSubtitle(info);
+    subtitle.title = subtitle.textContent;
     note.textContent = info.note ?? "";
+    gridScale.root.hidden = channels.length === 0;
+    gridScale.show(null);
     cells = layers.map((pixels) => ({ canvas: element("canvas", "crpw-hm-cell-canvas"), pixels }));
     grid.replaceChildren(
       ...cells.map(({ canvas }, i) => {
@@ -103,7 +156,8 @@ function render({ model, el }: RenderProps<HeatmapsModel>): () => void {
           element("span", "crpw-hm-channel", `channel ${channels[i]}`),
           element("span", "crpw-hm-share", share),
         );
-        caption.title = "the channel's share of the layer's relevance";
+        const magnitude = info.magnitude === undefined ? "" : ` (${info.magnitude.toPrecision(3)})`;
+        caption.title = `channel ${channels[i]}: ${share} of the layer's summed |R|${magnitude}`;
         figure.append(canvas, caption);
         return figure;
       }),
@@ -122,7 +176,7 @@ function render({ model, el }: RenderProps<HeatmapsModel>): () => void {
   });
 
   shell.listen(["image"], () => void image.load(model.get("image")).then((current) => current && draw()), true);
-  shell.listen(["heatmap", "caption"], coalesced(loadHeatmap), true);
+  shell.listen(["heatmap", "caption", "heatmap_info"], coalesced(loadHeatmap), true);
   shell.listen(["grid", "grid_info"], coalesced(loadGrid), true);
   shell.listen(["opacity"], draw, true);
   shell.listen(["localization"], () => void (localization.checked = model.get("localization")), true);

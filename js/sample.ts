@@ -6,6 +6,8 @@
  * across pages, and Enter or Space explains the active one.
  */
 import type { RenderProps } from "@anywidget/types";
+import { colourBar } from "./lib/colour-bar";
+import { maxAbs } from "./lib/colormap";
 import { element, mountShell, type Shell } from "./lib/shell";
 import { coalesced, opacitySlider, pngImage } from "./lib/views-dom";
 import { compose, decodePayload, heatmapPixels, ImageSlot, type Pixels, paint } from "./lib/views-overlay";
@@ -34,6 +36,9 @@ interface SampleModel {
   prediction: number | null;
   explained: number | null;
   label: number | null;
+  explained_for: { sample?: number | null; label?: number | null; note?: string };
+  class_note: string;
+  columns: number;
   image: DataView | null;
   heatmap: unknown;
   opacity: number;
@@ -96,11 +101,11 @@ function mountBrowser(model: Model, shell: Shell, id: string): HTMLElement {
     option.dataset.index = String(info.index);
     option.setAttribute("role", "option");
     const label = info.label === null ? "" : ` ${className(model, info.label)}`;
-    const prediction = element("span", "crpw-thumb-prediction", `→ ${className(model, info.prediction)}`);
+    const prediction = element("span", "crpw-thumb-prediction crpw-clip", `→ ${className(model, info.prediction)}`);
     prediction.classList.toggle("crpw-wrong", info.label !== null && info.label !== info.prediction);
     option.append(
       pngImage(view, "crpw-thumb-image"),
-      element("span", "crpw-thumb-label", `#${info.index}${label}`),
+      element("span", "crpw-thumb-label crpw-clip", `#${info.index}${label}`),
       prediction,
     );
     const labelText = info.label === null ? "" : `, label ${className(model, info.label)}`;
@@ -115,7 +120,7 @@ function mountBrowser(model: Model, shell: Shell, id: string): HTMLElement {
 
   const drawThumbnails = (): void => {
     const size = model.get("page_size");
-    grid.style.setProperty("--crpw-columns", String(columnsFor(size)));
+    grid.style.setProperty("--crpw-columns", String(model.get("columns") || columnsFor(size)));
     const views = model.get("thumbnails");
     grid.replaceChildren(...model.get("thumbnail_info").map((info, i) => thumbnail(info, views[i])));
     const { start, stop } = pageRange(model.get("page"), size, model.get("count"));
@@ -158,7 +163,7 @@ function mountBrowser(model: Model, shell: Shell, id: string): HTMLElement {
   next.addEventListener("click", () => setPage(model.get("page") + 1));
   pageInput.addEventListener("change", () => setPage(Number(pageInput.value) - 1));
 
-  shell.listen(["thumbnails", "thumbnail_info", "classes"], coalesced(drawThumbnails), true);
+  shell.listen(["thumbnails", "thumbnail_info", "classes", "columns"], coalesced(drawThumbnails), true);
   shell.listen(["sample", "custom"], () => {
     if (!model.get("custom")) active = model.get("sample");
     markSelection();
@@ -173,15 +178,17 @@ function mountExplanation(model: Model, shell: Shell): HTMLElement {
   const figure = element("figure", "crpw-figure");
   const canvas = element("canvas", "crpw-sample-canvas");
   canvas.setAttribute("role", "img");
-  const caption = element("figcaption", "crpw-caption");
-  figure.append(canvas, caption);
+  const scale = colourBar();
+  const caption = element("figcaption", "crpw-caption crpw-sample-caption");
+  figure.append(canvas, scale.root, caption);
 
   const classes = element("select", "crpw-target");
   const classLabel = element("label", "crpw-controls");
   classLabel.append("Explain ", classes);
+  const note = element("div", "crpw-sample-note");
   const opacity = opacitySlider();
   const slider = opacity.input;
-  section.append(figure, classLabel, opacity.label);
+  section.append(figure, classLabel, note, opacity.label);
 
   const image = new ImageSlot();
   let heatmap: Pixels | null = null;
@@ -192,15 +199,24 @@ function mountExplanation(model: Model, shell: Shell): HTMLElement {
     paint(canvas, compose(image.pixels, heatmap, value));
   };
 
+  // The caption comes from the same computation as the picture (explained_for), never from the newer state.
   const describe = (): void => {
+    const about = model.get("explained_for");
+    if (about.sample === undefined) {
+      caption.textContent = "";
+      caption.title = "";
+      return;
+    }
     const explained = className(model, model.get("explained"));
     const predicted = className(model, model.get("prediction"));
-    const label = model.get("label");
-    const input = model.get("custom")
-      ? "custom input"
-      : `sample #${model.get("sample")}${label === null ? "" : `, label ${className(model, label)}`}`;
+    const label = about.label ?? null;
+    const input =
+      about.sample === null
+        ? `your image${about.note ? ` (${about.note})` : ""}`
+        : `sample #${about.sample}${label === null ? "" : `, label ${className(model, label)}`}`;
     caption.textContent = `Relevance for “${explained}” (prediction: ${predicted}) · ${input}`;
-    canvas.setAttribute("aria-label", `heatmap of the relevance for ${explained}`);
+    caption.title = caption.textContent;
+    canvas.setAttribute("aria-label", `heatmap of the relevance for ${explained}, ${input}`);
   };
 
   const drawClasses = (): void => {
@@ -232,12 +248,15 @@ function mountExplanation(model: Model, shell: Shell): HTMLElement {
     () => {
       const array = decodePayload(model.get("heatmap"));
       heatmap = array === null ? null : heatmapPixels(array)[0];
+      scale.root.hidden = array === null;
+      scale.show(array === null ? null : maxAbs(array.data));
       draw();
     },
     true,
   );
   shell.listen(["opacity"], draw, true);
-  shell.listen(["explained", "prediction", "label", "sample", "custom", "classes"], describe, true);
+  shell.listen(["explained", "prediction", "explained_for", "classes"], coalesced(describe), true);
+  shell.listen(["class_note"], () => void (note.textContent = model.get("class_note")), true);
   shell.listen(["classes", "target", "prediction"], drawClasses, true);
   return section;
 }
@@ -246,6 +265,7 @@ function render({ model, el }: RenderProps<SampleModel>): () => void {
   const shell = mountShell(el, model, "sample");
   const id = `crpw-sample-${++instances}`;
   const layout = element("div", "crpw-sample-layout");
+  shell.listen(["columns"], () => shell.root.classList.toggle("crpw-sample-compact", model.get("columns") > 0), true);
   layout.append(mountBrowser(model, shell, id), mountExplanation(model, shell));
   shell.body.append(layout);
   return shell.dispose;

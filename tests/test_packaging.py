@@ -6,9 +6,12 @@ imports and builds an explorer on the demo world.
 """
 
 import hashlib
+import importlib
+import inspect
 import json
 import os
 import pathlib
+import pkgutil
 import re
 import shutil
 import subprocess
@@ -16,6 +19,7 @@ import sys
 import sysconfig
 import textwrap
 
+import anywidget
 import pytest
 
 import crp_widgets.widgets as widgets
@@ -46,9 +50,17 @@ def bundle(widget):
     return pathlib.Path(getattr(esm, "_path", esm))
 
 
+def widget_classes():
+    """Every anywidget class defined in ``crp_widgets.widgets`` (exported or not, e.g. a style-sheet loader)."""
+    for info in pkgutil.iter_modules(widgets.__path__):
+        module = importlib.import_module(f"{widgets.__name__}.{info.name}")
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, anywidget.AnyWidget) and "_esm" in vars(value):
+                yield value
+
+
 def test_every_widget_loads_a_bundle_that_the_build_writes():
-    classes = [getattr(widgets, name) for name in widgets.__all__]
-    loaded = {bundle(cls) for cls in classes if hasattr(cls, "_esm")}
+    loaded = {bundle(cls) for cls in widget_classes()}
     assert {path.stem for path in loaded} == set(entries())
     assert all(path.parent == ROOT / "crp_widgets" / "static" for path in loaded)
     assert all(path.exists() for path in loaded)
@@ -57,11 +69,15 @@ def test_every_widget_loads_a_bundle_that_the_build_writes():
 # ------------------------------------------------------------------------------------------ the wheel, without Node
 
 # Run in the fresh environment: where the package comes from, that no Node.js is reachable, an explorer on the demo
-# world, and the digests of the bundle files the installed widgets load.
-INSTALLED_CHECK = textwrap.dedent(
-    """
-    import hashlib, json, pathlib, shutil, sys
+# world, and the digests of the bundle files the installed widgets load (found by the functions above).
+INSTALLED_CHECK = (
+    inspect.getsource(bundle)
+    + inspect.getsource(widget_classes)
+    + textwrap.dedent(
+        """
+    import hashlib, importlib, json, pathlib, pkgutil, shutil, sys
 
+    import anywidget
     import crp_widgets as cw
     import crp_widgets.widgets as widgets
 
@@ -69,12 +85,10 @@ INSTALLED_CHECK = textwrap.dedent(
     explorer = cw.Explorer(demo.model, demo.dataset)
     explorer.session.worker.wait()  # let the first views finish before the interpreter exits
     loaded = {}
-    for name in widgets.__all__:
-        esm = getattr(getattr(widgets, name), "_esm", None)
-        if esm is not None:
-            path = pathlib.Path(getattr(esm, "_path", esm))
-            loaded[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
-            loaded["dir:" + path.name] = str(path.parent)
+    for cls in widget_classes():
+        path = bundle(cls)
+        loaded[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        loaded["dir:" + path.name] = str(path.parent)
     print(json.dumps({
         "package": str(pathlib.Path(cw.__file__).parent),
         "node": shutil.which("node"),
@@ -83,6 +97,7 @@ INSTALLED_CHECK = textwrap.dedent(
         "loaded": loaded,
     }))
     """
+    )
 )
 
 
@@ -154,5 +169,6 @@ def test_a_wheel_from_a_clean_clone_installs_and_runs_without_node(clean_clone, 
     installed = digests(site / "crp_widgets" / "static")
     assert installed == expected  # byte for byte the bundle npm builds from js/
     loaded = {name: digest for name, digest in report["loaded"].items() if not name.startswith("dir:")}
+    assert set(loaded) == {f"{name}.js" for name in entries()}  # every entry's bundle, each loaded by a widget
     assert loaded == {name: expected[name] for name in loaded}
     assert {report["loaded"][f"dir:{name}"] for name in loaded} == {str(site / "crp_widgets" / "static")}

@@ -144,15 +144,21 @@ def test_heatmap_to_rgb_colours_with_the_paper_convention():
     np.testing.assert_array_equal(rgb, [[[255, 0, 0], [255, 255, 255]], [[128, 128, 255], [0, 0, 255]]])
 
 
-def test_overlay_blends_with_the_opacity():
+def test_overlay_covers_the_image_with_the_signs_colour_by_the_relevance():
     image = np.full((2, 2, 3), 0.5)
-    heatmap = np.array([[1.0, -1.0], [0.0, 0.0]])
+    heatmap = np.array([[1.0, -1.0], [0.5, 0.0]])
+    grey = image_to_uint8(image)[0, 0]
     np.testing.assert_array_equal(overlay(image, heatmap, 0.0), image_to_uint8(image))
-    np.testing.assert_array_equal(overlay(image, heatmap, 1.0), heatmap_to_rgb(heatmap))
-    half = overlay(image, heatmap, 0.5)
-    np.testing.assert_array_equal(half[0, 0], [192, 64, 64])
-    np.testing.assert_array_equal(half[0, 1], [64, 64, 192])
-    np.testing.assert_array_equal(half[1, 0], [192, 192, 192])
+    half = overlay(image, heatmap, 0.5)  # the weight is |v|: the largest relevance in its pure colour
+    np.testing.assert_array_equal(half[0, 0], [255, 0, 0])
+    np.testing.assert_array_equal(half[0, 1], [0, 0, 255])
+    np.testing.assert_array_equal(half[1, 1], grey)  # no relevance: the image as it is
+    weight = (255 - 128) / 255  # half the relevance: bwr (255, 128, 128)
+    np.testing.assert_array_equal(half[1, 0], np.floor((1 - weight) * grey + weight * np.array([255, 0, 0]) + 0.5))
+    doubled = min(1.0, 2 * weight)  # opacity 1 doubles the weight
+    np.testing.assert_array_equal(
+        overlay(image, heatmap, 1.0)[1, 0], np.floor((1 - doubled) * grey + doubled * np.array([255, 0, 0]) + 0.5)
+    )
 
 
 def test_overlay_matches_the_shared_reference_values():

@@ -17,7 +17,7 @@ from crp_widgets.engine import CRP
 from crp_widgets.engine.atlas import assign_concepts, superpixels
 from crp_widgets.engine.scan import scan
 from crp_widgets.engine.store import StoreMismatchError, open_store
-from crp_widgets.render.images import heatmap_to_rgb, image_to_uint8
+from crp_widgets.render.images import image_to_uint8, overlay
 from crp_widgets.widgets.atlas import ConceptAtlas
 from crp_widgets.widgets.gallery import NO_STORE, ReferenceGallery
 from crp_widgets.widgets.session import ExplorerState, Session
@@ -113,11 +113,11 @@ def test_gallery_views_and_heatmap_init(session):
     np.testing.assert_array_equal(gallery.images[0], image_to_uint8(views[0].sample))
     gallery.view = "masked"
     np.testing.assert_array_equal(gallery.images[1], image_to_uint8(views[1].masked))
-    gallery.view = "heatmap"
-    np.testing.assert_array_equal(gallery.images[2], heatmap_to_rgb(views[2].crop_heatmap))
+    gallery.view = "heatmap"  # each drawn over its crop
+    np.testing.assert_array_equal(gallery.images[2], overlay(views[2].crop, views[2].crop_heatmap, 0.6))
     gallery.init = "activation"  # class-free heatmaps of the references (Sec. 2.3.5)
     free = session.views.views("6", 1, k=3, init="activation")
-    np.testing.assert_array_equal(gallery.images[2], heatmap_to_rgb(free[2].crop_heatmap))
+    np.testing.assert_array_equal(gallery.images[2], overlay(free[2].crop, free[2].crop_heatmap, 0.6))
     assert [t["target"] for t in gallery.groups[0]["tiles"]] == [None, None, None]
 
 
@@ -261,7 +261,7 @@ def test_atlas_options_recompute_it(model, data, atlas):
     assert [c["channel"] for c in atlas.concepts] == [int(c) for c in ranking.order[:3]]
     assert atlas.caption == f"Concept atlas of layer 6 explaining {CLASSES[7]}"
     atlas.state.localization = True
-    assert atlas.caption == "Concept atlas of layer 6: class-free concept localisation (Sec. 2.3.5)"
+    assert atlas.caption == "Concept atlas of layer 6: where its concepts are, for no class"
 
 
 def test_a_region_drawn_in_the_front_end_ranks_like_region_relevance(model, data, store, atlas):
@@ -286,6 +286,22 @@ def test_a_region_drawn_in_the_front_end_ranks_like_region_relevance(model, data
         ]
     assert atlas.region_summary["pixels"] == int(mask.sum())
     assert atlas.region_summary["region_total"] == pytest.approx(ranking.region_total, rel=1e-4)
+    # The denominators of the two shares: the layer's summed |R| and the region's.
+    layer_magnitude = float(crp.channel_relevance(x, "6", target).relevance.abs().sum())
+    assert atlas.region_summary["magnitude"] == pytest.approx(layer_magnitude, rel=1e-4)
+    assert atlas.region_summary["region_magnitude"] == pytest.approx(float(ranking.relevance.abs().sum()), rel=1e-4)
+    for row in rows:
+        assert row["share_of_total"] * layer_magnitude == pytest.approx(row["relevance"], rel=1e-3)
+        assert row["share_of_region"] * atlas.region_summary["region_magnitude"] == pytest.approx(
+            row["relevance"], rel=1e-3
+        )
+    assert atlas.region_summary["conditions"] == ""
+    atlas.state.conditions = {"4": [1]}  # the region analysis follows conditions on other layers, and says so
+    conditioned = crp.region_relevance(x, "6", mask, target=target, conditions={"4": [1]})
+    assert atlas.region_summary["conditions"] == "4 channel 1"
+    assert atlas.region_summary["region_total"] == pytest.approx(conditioned.region_total, rel=1e-4)
+    assert atlas.caption.endswith(", only through 4 channel 1")
+    atlas.state.conditions = {}
     np.testing.assert_allclose(
         atlas.region_heatmaps, crp.conditional_heatmaps(x, "6", [r["channel"] for r in rows], target), atol=1e-7
     )

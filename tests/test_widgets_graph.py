@@ -12,7 +12,7 @@ from zoo import random_images, small_cnn
 
 from crp_widgets.engine import CRP
 from crp_widgets.engine.scan import scan
-from crp_widgets.render.images import heatmap_to_rgb, image_to_uint8
+from crp_widgets.render.images import image_to_uint8, overlay
 from crp_widgets.widgets.graph import AttributionGraphView
 from crp_widgets.widgets.session import ExplorerState, Session
 from crp_widgets.widgets.worker import Worker
@@ -78,8 +78,8 @@ def assert_shows(view, graph):
     assert [e["share"] for e in shown["edges"]] == pytest.approx([e.share for e in graph.edges], rel=1e-5)
     heatmaps = sent(view, "heatmaps")
     assert len(heatmaps) == len(graph.nodes)
-    for png, node in zip(heatmaps, graph.nodes):
-        np.testing.assert_array_equal(decode(png), heatmap_to_rgb(node.heatmap))
+    for png, node in zip(heatmaps, graph.nodes):  # each drawn over the sample
+        np.testing.assert_array_equal(decode(png), overlay(view.image, node.heatmap, 0.6))
 
 
 def test_shows_the_engines_graph_for_the_prediction(session, crp, data):
@@ -154,7 +154,7 @@ def test_expanding_a_leaf_adds_its_subconcepts_along_its_path(session, crp, data
     assert [n["share"] for n in added] == pytest.approx([float(overall.all_relevance[c]) / root for c in step.channels])
     assert all(n["added"] and n["level"] == 2 for n in added)
     for png, heatmap in zip(sent(view, "heatmaps")[len(before["nodes"]) :], step.heatmaps):
-        np.testing.assert_array_equal(decode(png), heatmap_to_rgb(heatmap))
+        np.testing.assert_array_equal(decode(png), overlay(view.image, heatmap, 0.6))
 
 
 def test_a_second_expansion_fills_the_existing_row_without_duplicates(session, crp, data):
@@ -280,7 +280,7 @@ def test_drill_down_lists_the_next_layers_top_k_under_the_path(session, crp, dat
     assert [c["channel"] for c in view.drill["channels"]] == step.channels
     assert [c["share"] for c in view.drill["channels"]] == pytest.approx(step.share.tolist(), rel=1e-5)
     for png, heatmap in zip(sent(view, "drill_heatmaps"), step.heatmaps):
-        np.testing.assert_array_equal(decode(png), heatmap_to_rgb(heatmap))
+        np.testing.assert_array_equal(decode(png), overlay(view.image, heatmap, 0.6))
     # Picking a channel extends the path (the front end sets `path`), a breadcrumb shortens it.
     picked = step.channels[1]
     view.path = [*view.path, ["4", picked]]
@@ -288,7 +288,7 @@ def test_drill_down_lists_the_next_layers_top_k_under_the_path(session, crp, dat
     assert view.drill["layer"] == "0"
     assert [c["channel"] for c in view.drill["channels"]] == deeper.channels
     for png, heatmap in zip(sent(view, "drill_heatmaps"), deeper.heatmaps):
-        np.testing.assert_array_equal(decode(png), heatmap_to_rgb(heatmap))
+        np.testing.assert_array_equal(decode(png), overlay(view.image, heatmap, 0.6))
     view.path = [*view.path, ["0", deeper.channels[0]]]
     assert view.drill == {"path": view.path, "layer": None, "channels": []}
     view.path = view.path[:1]

@@ -249,8 +249,15 @@ def test_the_grid_shows_the_top_k_channels_with_conditional_heatmaps(model, data
     for channel, heatmap in zip(channels, heatmaps.grid):  # each under its own channel, in rank order (Eq. 9)
         single = crp.attribute(x, target, {"4": [0, 5], "6": [channel]}).heatmap
         np.testing.assert_allclose(heatmap, single, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(heatmaps.heatmap, crp.attribute(x, target, {"4": [0, 5]}).heatmap, atol=1e-6)
-    assert heatmaps.caption == f"R(x | y = class {target} \N{LOGICAL AND} 4: 0 \N{LOGICAL OR} 5)"
+    conditioned = crp.attribute(x, target, {"4": [0, 5]}).heatmap
+    np.testing.assert_allclose(heatmaps.heatmap, conditioned, atol=1e-6)
+    assert heatmaps.caption == f"Relevance for class {target}, only through 4 channels 0 or 5"
+    assert heatmaps.heatmap_info["about"].startswith(f"R(x | y = class {target} \N{LOGICAL AND} 4: 0 \N{LOGICAL OR} 5)")
+    whole = crp.attribute(x, target).heatmap
+    assert heatmaps.heatmap_info["kept"] == pytest.approx(float(conditioned.abs().sum() / whole.abs().sum()), rel=1e-4)
+    assert heatmaps.grid_info["magnitude"] == pytest.approx(float(ranking.relevance.abs().sum()), rel=1e-5)
+    assert heatmaps.grid_info["conditions"] == "4 channels 0 or 5"
+    assert heatmaps.grid_info["input"] == "sample #2"
     heatmaps.top_k = 3
     assert heatmaps.grid_info["channels"] == channels[:3]
 
@@ -285,10 +292,10 @@ def test_class_free_localisation_starts_from_the_activations(model, data, views)
     assert channels == [int(c) for c in crp.channel_relevance(x, "4", predicted(crp, x), state.conditions).order[:6]]
     # Conditions above the layer cannot apply to a start at its activations; those below still do.
     np.testing.assert_allclose(heatmaps.grid, crp.conditional_heatmaps(x, "4", channels, None, {"0": [1]}), atol=1e-6)
-    assert "(6)" in heatmaps.grid_info["note"]
-    assert "Sec. 2.3.5" in heatmaps.grid_info["note"]
+    assert "(6) do not apply" in heatmaps.grid_info["note"]
     np.testing.assert_allclose(heatmaps.heatmap, crp.attribute(x, None, state.conditions).heatmap, atol=1e-6)
-    assert "class-free" in heatmaps.caption
+    assert "for no class" in heatmaps.caption
+    assert "class-free" in heatmaps.heatmap_info["about"]
     state.localization = False
     assert not heatmaps.localization
     assert heatmaps.grid_info["note"] == ""
@@ -360,6 +367,9 @@ def test_a_bad_layer_shows_inside_the_widgets_and_the_next_valid_layer_clears_it
         assert "unknown layer 'features.99'" in view.error
         assert "'6'" in view.error  # names the valid layers
     assert sample_view.error == ""
+    assert heatmaps.grid is None
+    assert heatmaps.grid_info == {}
+    assert selector.ranking is None
     before = heatmaps.heatmap.copy()
     selector.state.sample = 1  # the conditions' heatmap still follows; the grid keeps failing
     assert not np.array_equal(heatmaps.heatmap, before)
@@ -398,7 +408,7 @@ def test_an_error_stays_until_the_view_that_failed_succeeds(session):
 
 
 def test_thumbnail_predictions_during_a_background_scan_do_not_disturb_it(tmp_path):
-    """The sample strip's plain forward passes share the model with a scan's recorded ones."""
+    """The sample strip's plain forward passes (crp.evaluate) share the model with a scan's recorded ones."""
     demo = load_demo(length=256)
     crp = CRP(demo.model)
     inputs = [demo.dataset[i][0] for i in range(16)]

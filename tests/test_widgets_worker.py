@@ -1,4 +1,5 @@
-"""The worker: off-thread computation, newest request wins, stale results dropped, cache, errors; typed traits."""
+"""The worker: off-thread computation on two lanes, newest request wins, stale results dropped, cache, errors, analyses
+that pause for clicks and can be cancelled; typed traits."""
 
 import threading
 import time
@@ -9,7 +10,7 @@ import torch
 
 from crp_widgets.widgets.session import ExplorerState
 from crp_widgets.widgets.traits import array_from_json, array_to_json
-from crp_widgets.widgets.worker import Worker
+from crp_widgets.widgets.worker import Task, Worker, current_task
 
 
 def test_jobs_run_off_the_calling_thread_and_results_are_cached():
@@ -139,21 +140,30 @@ def test_state_selects_conditions_as_eq_8():
     assert state.conditions == {"features.26": [1]}
 
 
-def test_an_inactive_component_runs_only_its_newest_request_when_activated():
+def test_a_hidden_component_computes_from_the_current_state_when_shown_never_an_old_request():
     from zoo import small_cnn
 
     from crp_widgets.widgets.component import Component
     from crp_widgets.widgets.session import Session
 
-    component = Component(Session(small_cnn(), worker=Worker(synchronous=True)))
+    class View(Component):
+        def refresh(self):
+            value = self.value
+            self.schedule("view", value, lambda: value, shown.append)
+
     shown = []
+    component = View(Session(small_cnn(), worker=Worker(synchronous=True)))
     component.active = False
-    for value in range(3):
-        component.schedule("view", value, lambda v=value: v, shown.append)
+    for component.value in range(3):
+        component.refresh()
+    component.value = 7  # the state moved on after the last request; a view may also skip its request entirely
     assert shown == []
     assert not component.busy
     component.active = True
-    assert shown == [2]
+    assert shown == [7]
+    component.active = False
+    component.active = True  # nothing changed while hidden: nothing to recompute
+    assert shown == [7]
 
 
 def test_the_explorer_computes_a_hidden_tab_only_when_it_is_shown():
@@ -177,3 +187,75 @@ def test_the_explorer_computes_a_hidden_tab_only_when_it_is_shown():
     explorer.tabs.selected_index = [name for _, name, _, _ in explorer._tabs].index("decision")
     assert "decision" in worker.views
     assert "sweep" not in worker.views
+
+
+def test_an_analysis_pauses_while_a_core_job_waits_or_runs_and_reports_progress():
+    """A click's job runs between two steps of an analysis: it waits for at most one step, never for the rest."""
+    worker = Worker()
+    log, progress, started = [], [], threading.Event()
+    release = threading.Event()
+
+    def analysis():
+        task = current_task()
+        for step in range(4):
+            task.step(step, 4)
+            log.append(f"step {step}")
+            if step == 1:
+                started.set()
+                release.wait(5)
+        return "analysis done"
+
+    worker.submit("profiles", None, analysis, log.append, lane="analysis", progress=lambda d, t: progress.append(d))
+    assert started.wait(5)
+    worker.submit("heatmap", None, lambda: "click done", log.append)  # a click while step 1 runs
+    release.set()
+    assert worker.wait(10)
+    assert log.index("click done") < log.index("step 2")  # the analysis paused after its step for the click
+    assert log[-1] == "analysis done"
+    assert progress == [0, 1, 2, 3]
+
+
+def test_cancelling_an_analysis_stops_it_at_its_next_step_and_applies_nothing():
+    worker = Worker()
+    steps, applied, failed, running = [], [], [], threading.Event()
+
+    def analysis():
+        task = current_task()
+        for step in range(100):
+            task.step(step, 100)
+            steps.append(step)
+            running.set()
+            time.sleep(0.01)
+        return "done"
+
+    worker.submit("occluder", None, analysis, applied.append, failed.append, lane="analysis")
+    assert running.wait(5)
+    worker.cancel("occluder")
+    assert worker.wait(5)
+    assert len(steps) < 100
+    assert applied == []
+    assert failed == []
+    assert isinstance(Task(None, None, None, None), Task)
+
+
+def test_a_newer_request_replaces_a_running_analysis():
+    worker = Worker()
+    applied, first_running = [], threading.Event()
+
+    def slow():
+        for step in range(200):
+            current_task().step(step, 200)
+            first_running.set()
+            time.sleep(0.01)
+        return "old"
+
+    worker.submit("sweep", None, slow, applied.append, lane="analysis")
+    assert first_running.wait(5)
+    worker.submit("sweep", None, lambda: "new", applied.append, lane="analysis")
+    assert worker.wait(5)
+    assert applied == ["new"]
+
+
+def test_unknown_lanes_are_refused():
+    with pytest.raises(ValueError, match="unknown lane 'fast'; lanes: core, analysis"):
+        Worker().submit("view", None, lambda: 1, print, lane="fast")

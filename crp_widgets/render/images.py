@@ -128,7 +128,13 @@ def heatmap_to_rgb(heatmap: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def overlay(image: torch.Tensor | np.ndarray, heatmap: torch.Tensor | np.ndarray, opacity: float = 0.5) -> np.ndarray:
-    """Blend the coloured heatmap over an image: ``(1 - opacity) * image + opacity * colour``.
+    """Draw a heatmap over an image: each pixel's relevance covers it with its sign's colour, by its size.
+
+    The relevance is normalised by its maximum absolute value (``v`` in [-1, 1], A.3.1) and shown in the pure colour
+    of its sign (red supports, blue contradicts: the hues of the paper's ``bwr`` map) with weight
+    ``w = min(1, 2 * opacity * |v|)``; the pixel is ``(1 - w) * image + w * colour``, rounded half up. Pixels without
+    relevance show the image as it is; at the default opacity 0.5 the weight is ``|v|``. ``|v|`` and the sign are
+    read from the ``bwr`` colour (:func:`heatmap_to_rgb`), as ``js/lib/blend.ts`` does, so both give the same bytes.
 
     Parameters
     ----------
@@ -137,7 +143,7 @@ def overlay(image: torch.Tensor | np.ndarray, heatmap: torch.Tensor | np.ndarray
     heatmap : torch.Tensor or numpy.ndarray
         Relevance map ``[H, W]`` of the image's height and width.
     opacity : float, optional
-        Weight of the heatmap colour in [0, 1]; 0 shows the image only, 1 the heatmap only.
+        In [0, 1]: 0 shows the image only, 0.5 weighs each colour by its relevance, 1 doubles that weight.
 
     Returns
     -------
@@ -157,7 +163,11 @@ def overlay(image: torch.Tensor | np.ndarray, heatmap: torch.Tensor | np.ndarray
         raise ValueError(
             f"heatmap size {list(colours.shape[:2])} differs from image size {list(pixels.shape[:2])} ([H, W])"
         )
-    blended = (1.0 - opacity) * pixels.astype(np.float64) + opacity * colours.astype(np.float64)
+    smallest = colours.min(axis=-1).astype(np.float64)
+    weight = np.minimum(1.0, 2.0 * opacity * (255.0 - smallest) / 255.0)[..., None]
+    red = colours[..., 0] >= colours[..., 2]
+    pure = np.where(red[..., None], np.array([255.0, 0.0, 0.0]), np.array([0.0, 0.0, 255.0]))
+    blended = (1.0 - weight) * pixels.astype(np.float64) + weight * pure
     return np.floor(blended + 0.5).astype(np.uint8)
 
 

@@ -11,7 +11,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from .colormap import bwr_uint8
-from .images import heatmap_to_rgb, image_to_uint8
+from .images import heatmap_to_rgb, image_to_uint8, overlay
 
 __all__ = [
     "LINE_COLOURS",
@@ -145,18 +145,21 @@ def input_picture(x, size=(96, 96)):
     return plot_signal(x, size=size) if np.ndim(x) == 2 else image_to_uint8(x)
 
 
-def heatmap_picture(heatmap, signal=None, size=(96, 96)):
-    """A heatmap as a picture in the paper's colours (A.3.1), for images and 1-D signals alike.
+def heatmap_picture(heatmap, signal=None, size=(96, 96), opacity=0.6):
+    """A heatmap as a picture in the paper's colours (A.3.1), over its input, for images and 1-D signals alike.
 
     Parameters
     ----------
     heatmap : torch.Tensor or numpy.ndarray
         ``[H, W]`` (coloured per pixel) or ``[L]``.
     signal : torch.Tensor or numpy.ndarray, optional
-        The displayed input; for a 1-D heatmap, the signal ``[C, L]`` is drawn with the relevance as a band under it
-        (Fig. 18), otherwise the relevance is drawn as bars. Ignored for ``[H, W]`` heatmaps.
+        The displayed input. An image ``[3, H, W]`` (or ``[H, W, 3]``) of the heatmap's size is drawn under the
+        colours (weight ``opacity``); for a 1-D heatmap, the signal ``[C, L]`` is drawn with the relevance as a band
+        under it (Fig. 18). Without it, the colours alone (2-D) or bars (1-D).
     size : tuple[int, int]
         ``(width, height)`` of a 1-D picture.
+    opacity : float
+        Weight of the colours over an image.
 
     Returns
     -------
@@ -164,6 +167,8 @@ def heatmap_picture(heatmap, signal=None, size=(96, 96)):
         ``uint8 [h, w, 3]``.
     """
     if np.ndim(heatmap) != 1:
+        if signal is not None and np.ndim(signal) == 3:
+            return overlay(signal, heatmap, opacity)
         return heatmap_to_rgb(heatmap)
     return plot_heatmap(heatmap, size) if signal is None else plot_signal(signal, heatmap, size=size)
 

@@ -15,6 +15,7 @@ import torch
 import traitlets
 
 from ..engine.atlas import assign_concepts, region_concepts, superpixels, top_concepts
+from .channels import describe_conditions
 from .component import STATIC, Component
 from .gallery import class_name, displayed
 from .traits import PNG, Array, PNGList
@@ -70,12 +71,16 @@ class ConceptAtlas(Component):
     layers : list[dict]
         The model's layers ``{"name", "channels", "spatial"}`` for the layer choice.
     caption : str
-        What the atlas explains.
+        What the atlas explains (class, and the conditions on other layers it follows).
+    magnitude : float
+        The layer's summed ``|R|`` for that class and those conditions: the denominator of the legend's shares.
     region_concepts : list[dict]
         The region's top concepts: ``{"channel", "relevance", "share_of_total", "share_of_region",
         "references": [{"dataset", "index", "value"}]}``.
     region_summary : dict
-        ``{"pixels", "region_total", "total", "bypass"}`` of the region analysis.
+        ``{"pixels", "region_total", "total", "bypass", "region_magnitude", "magnitude", "conditions"}``: the
+        region's and the layer's signed totals and summed ``|R|`` (the denominators of ``share_of_region`` and
+        ``share_of_total``), and the conditions followed, in words.
     region_heatmaps : numpy.ndarray
         ``[k, H, W]`` conditional heatmaps of the region's top concepts.
     region_images : tuple[numpy.ndarray]
@@ -103,6 +108,7 @@ class ConceptAtlas(Component):
     concepts = traitlets.List().tag(sync=True)
     layers = traitlets.List().tag(sync=True)
     caption = traitlets.Unicode("").tag(sync=True)
+    magnitude = traitlets.Float(0.0).tag(sync=True)
     region_concepts = traitlets.List().tag(sync=True)
     region_summary = traitlets.Dict().tag(sync=True)
     region_heatmaps = Array(dtype="float32", ndim=3)
@@ -113,7 +119,7 @@ class ConceptAtlas(Component):
         if layer is not None:
             self.state.layer = layer
         self._concepts = collections.OrderedDict()  # top concepts and heatmaps, reused across atlas options
-        self._links = [traitlets.link((self.state, name), (self, name)) for name in ("layer", "channel")]
+        self.mirror("layer", "channel")
         if self.state.region is not None:
             self.region = np.asarray(self.state.region, dtype=bool).astype(np.uint8)
         self.state.observe(self._on_input, names=["sample", "custom", "target", "localization", "conditions"])
@@ -122,8 +128,21 @@ class ConceptAtlas(Component):
         self.observe(self._on_layer, names=["layer"])
         self.observe(self._on_options, names=["mode", "n_concepts", "n_segments", "compactness", "sigma", "threshold"])
         self.observe(self._on_region_options, names=["region_k", "reference_count"])
+        self.refresh()
+
+    def refresh(self):
+        """The layers, the atlas and the region analysis for the current state (see :meth:`Component.refresh`)."""
         self._request_layers()
         self.show()
+
+    def clear_view(self, view):
+        """A failed atlas or region analysis shows nothing of an older state."""
+        with self.hold_sync():
+            if view == "atlas":
+                self.image, self.segments, self.assignment, self.segment_relevance = None, None, None, None
+                self.concepts, self.caption = [], ""
+            elif view == "region":
+                self._clear_region()
 
     def show(self):
         """Compute the atlas and the region analysis for the current state (called on every change)."""
@@ -132,8 +151,7 @@ class ConceptAtlas(Component):
 
     def close(self):
         """Unlink from the state and close the widget."""
-        for link in self._links:
-            link.unlink()
+        self.unmirror()
         self.state.unobserve(self._on_input, names=["sample", "custom", "target", "localization", "conditions"])
         self.state.unobserve(self._region_from_state, names=["region"])
         super().close()
@@ -222,7 +240,8 @@ class ConceptAtlas(Component):
             mode, n_segments, compactness, sigma, threshold = options
             segments = superpixels(image, n_segments, compactness, sigma) if mode == "superpixels" else None
             assigned = assign_concepts(concepts[3], segments, threshold)
-            return image, concepts, assigned, self._caption(x, layer, explain)
+            magnitude = self._magnitude(x, layer, explain, conditions)
+            return image, concepts, assigned, self._caption(x, layer, explain, conditions), magnitude
 
         self.schedule("atlas", ("atlas", key, explain, conditions, layer, n, options), compute, self._apply_atlas)
 
@@ -239,16 +258,25 @@ class ConceptAtlas(Component):
         self._concepts.move_to_end(memo)
         return self._concepts[memo]
 
-    def _caption(self, x, layer, explain):
+    def _magnitude(self, x, layer, explain, conditions):
+        """The layer's summed ``|R|`` under the same class and conditions: the denominator of the legend's shares."""
+        ranking = self.session.crp.channel_relevance(
+            x, layer, self._engine_target(x, explain), dict(conditions) or None
+        )
+        return float(ranking.relevance.abs().sum())
+
+    def _caption(self, x, layer, explain, conditions):
         explained = self._engine_target(x, explain)
+        words = describe_conditions(dict(conditions), self.session.crp.layer_names)
+        through = f", only through {words}" if words else ""
         if explained is None:
-            return f"Concept atlas of layer {layer}: class-free concept localisation (Sec. 2.3.5)"
+            return f"Concept atlas of layer {layer}: where its concepts are, for no class{through}"
         name = class_name(self.session, explained)
         predicted = " (the prediction)" if explain[0] is None else ""
-        return f"Concept atlas of layer {layer} explaining {name if not name.isdigit() else f'class {name}'}{predicted}"
+        return f"Concept atlas of layer {layer} explaining {name}{predicted}{through}"
 
     def _apply_atlas(self, result):
-        image, (channels, relevance, share, _), assigned, caption = result
+        image, (channels, relevance, share, _), assigned, caption, magnitude = result
         first, second = (torch.where(assigned[name] < 0, NONE, assigned[name]) for name in ("first", "second"))
         with self.hold_sync():
             self.image = image
@@ -257,11 +285,12 @@ class ConceptAtlas(Component):
             self.segment_relevance = assigned["relevance"]
             self.concepts = [{"channel": c, "relevance": float(r), "share": float(s)}
                              for c, r, s in zip(channels, relevance, share)]  # fmt: skip
-            self.caption = caption
+            self.caption, self.magnitude = caption, magnitude
 
     def _request_region(self):
         region = self.state.region
         if region is None or not self.layer:
+            self.drop("region")
             self.settle("region")
             self._clear_region()
             return
@@ -275,12 +304,14 @@ class ConceptAtlas(Component):
         store = self.session.store
         references = (str(store.path), store.samples) if store is not None and layer in store.layers else None
 
+        words = describe_conditions(dict(conditions), self.session.crp.layer_names)
+
         def compute():
             x, _ = load()
             found = region_concepts(self.session.crp, x, layer, mask, k, self._engine_target(x, explain),
                                     dict(conditions) or None)  # fmt: skip
             views = [self._references(layer, c, count) for c in found.channels] if references else []
-            return int(mask.sum()), found, views
+            return int(mask.sum()), found, views, words, self._magnitude(x, layer, explain, conditions)
 
         request = ("region", key, explain, conditions, layer, k, count, digest, references)
         self.schedule("region", request, compute, self._apply_region)
@@ -292,7 +323,7 @@ class ConceptAtlas(Component):
         return self.session.views.views(layer, channel, mode="relevance", target="sum", k=count)
 
     def _apply_region(self, result):
-        pixels, found, views = result
+        pixels, found, views, words, magnitude = result
         ranking = found.ranking
         rows = [
             {"channel": channel, "relevance": relevance, "share_of_total": of_total, "share_of_region": of_region,
@@ -301,8 +332,11 @@ class ConceptAtlas(Component):
         ]  # fmt: skip
         with self.hold_sync():
             self.region_concepts = rows
-            self.region_summary = {"pixels": pixels, "region_total": ranking.region_total, "total": ranking.total,
-                                   "bypass": ranking.bypass}  # fmt: skip
+            self.region_summary = {
+                "pixels": pixels, "region_total": ranking.region_total, "total": ranking.total,
+                "bypass": ranking.bypass, "region_magnitude": float(ranking.relevance.abs().sum()),
+                "magnitude": magnitude, "conditions": words,
+            }  # fmt: skip
             self.region_heatmaps = found.heatmaps
             self.region_images = [displayed(self.session, v.crop) for shown in views for v in shown]
 

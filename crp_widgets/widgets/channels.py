@@ -12,7 +12,7 @@ from .component import STATIC, Component
 from .sample import thumbnail
 from .traits import Array, PNGList
 
-__all__ = ["ChannelSelector", "default_layer", "frozen"]
+__all__ = ["ChannelSelector", "default_layer", "describe_conditions", "frozen", "input_name"]
 
 PREVIEW_K = 6
 PREVIEW_SIZE = 48
@@ -24,6 +24,31 @@ def default_layer(crp):
     kinds = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
     convolutions = [name for name in crp.layer_names if isinstance(modules[name], kinds)]
     return convolutions[-1] if convolutions else crp.layer_names[0]
+
+
+def input_name(state):
+    """The explained input in words: ``"sample #3"`` or ``"your image"``."""
+    return "your image" if state.custom is not None else f"sample #{state.sample}"
+
+
+def describe_conditions(conditions, layers):
+    """Conditions in words, in forward order: ``"features.conv4 channel 6 or 22, and features.conv3 channel 5"``.
+
+    Parameters
+    ----------
+    conditions : dict[str, list[int]]
+        Channels per layer (OR within a layer, AND across layers, Eq. 8 of Achtibat et al. 2023).
+    layers : list[str]
+        Layer names in forward order.
+    """
+    order = sorted(conditions, key=lambda name: layers.index(name) if name in layers else len(layers))
+    parts = []
+    for name in order:
+        channels = list(conditions[name])
+        if channels:
+            word = "channel" if len(channels) == 1 else "channels"
+            parts.append(f"{name} {word} {' or '.join(str(c) for c in channels)}")
+    return ", and ".join(parts)
 
 
 def frozen(conditions):
@@ -56,7 +81,12 @@ class ChannelSelector(Component):
     ranking_layer : str
         The layer ``ranking`` belongs to.
     total : float
-        The layer's total relevance.
+        The layer's total relevance (signed sum over its channels).
+    magnitude : float
+        The sum of the channels' absolute relevance: the denominator of the shares.
+    ranking_for : dict
+        What the ranking was computed for, from the same computation: ``input`` (e.g. "sample #3"), ``class`` (the
+        explained class's name) and ``conditions`` (the conditions on other layers, in words; empty without).
     conditions : dict[str, list[int]]
         ``state.conditions``, for the chips.
     channel : int or None
@@ -84,6 +114,8 @@ class ChannelSelector(Component):
     ranking = Array(ndim=2)
     ranking_layer = traitlets.Unicode("").tag(sync=True)
     total = traitlets.Float(0.0).tag(sync=True)
+    magnitude = traitlets.Float(0.0).tag(sync=True)
+    ranking_for = traitlets.Dict().tag(sync=True)
     conditions = traitlets.Dict().tag(sync=True)
     channel = traitlets.Int(None, allow_none=True).tag(sync=True)
     top_k = traitlets.Int(10, min=1).tag(sync=True)
@@ -104,6 +136,16 @@ class ChannelSelector(Component):
         self.on_msg(self._on_message)
         self.session.on_labels(self._show_labels)
         self._rank()
+
+    def refresh(self):
+        """Rank the channels for the current state (see :meth:`Component.refresh`)."""
+        self._rank()
+
+    def clear_view(self, view):
+        """A ranking that failed shows no bars of another layer or input."""
+        if view == "ranking":
+            with self.hold_sync():
+                self.ranking, self.ranking_for = None, {}
 
     def toggle(self, channel):
         """Add ``channel`` of ``state.layer`` to the conditions, or remove it (OR within the layer, Eq. 8)."""
@@ -143,17 +185,15 @@ class ChannelSelector(Component):
         return self.session.views is not None and layer in self.session.store.layers
 
     def _on_message(self, _, content, buffers):
-        kind = content.get("type")
-        if kind == "toggle":
-            self.toggle(content["channel"])
-        elif kind == "remove":
-            self.remove(content["layer"], content.get("channel"))
-        elif kind == "clear":
-            self.clear()
-        elif kind == "layer":
-            self.state.layer = content["layer"]
-        elif kind == "preview":
-            self.show_references(content["channel"])
+        actions = {
+            "toggle": lambda: self.toggle(content["channel"]),
+            "remove": lambda: self.remove(content["layer"], content.get("channel")),
+            "clear": self.clear,
+            "layer": lambda: setattr(self.state, "layer", content["layer"]),
+            "preview": lambda: self.show_references(content["channel"]),
+        }
+        if content.get("type") in actions:
+            self.act(actions[content["type"]], self._mirror_state)
 
     def _on_state(self, change):
         self._mirror_state()
@@ -171,18 +211,23 @@ class ChannelSelector(Component):
         source, load = sample
         layer, target = self.state.layer, self.state.target
         others = {name: channels for name, channels in self.state.conditions.items() if name != layer}
+        where = input_name(self.state)
 
         def compute():
             x, _ = load()
             explained = self.session.explained_class(x, target)
-            return self.session.crp.channel_relevance(x, layer, explained, others)
+            about = {"input": where, "class": self.session.class_name(explained),
+                     "conditions": describe_conditions(others, self.session.crp.layer_names)}  # fmt: skip
+            return self.session.crp.channel_relevance(x, layer, explained, others), about
 
-        def apply(result):
+        def apply(computed):
+            result, about = computed
             order = result.order
             rows = torch.stack([order.to(result.relevance.dtype), result.relevance[order], result.share[order]], 1)
             with self.hold_sync():
                 self.ranking = rows
                 self.ranking_layer, self.total = layer, result.total
+                self.magnitude, self.ranking_for = float(result.relevance.abs().sum()), about
                 self.has_references = self._references(layer)
                 self.labels = self.session.channel_labels(layer)
 

@@ -11,6 +11,8 @@ import traitlets
 from .session import ExplorerState, Session
 
 STATIC = pathlib.Path(__file__).parent.parent / "static"
+ERROR_STYLE = "color: var(--jp-error-color1, #c62828)"
+QUIET_STYLE = "color: var(--jp-ui-font-color2, #757575)"
 
 
 class Scheduled(traitlets.HasTraits):
@@ -38,6 +40,7 @@ class Scheduled(traitlets.HasTraits):
 
     error = traitlets.Unicode("").tag(sync=True)
     busy = traitlets.Bool(False).tag(sync=True)
+    computing = traitlets.Unicode("").tag(sync=True)
     active = traitlets.Bool(True)
     priority = 0
 
@@ -47,21 +50,31 @@ class Scheduled(traitlets.HasTraits):
         self.state = state if state is not None else ExplorerState()
         self._waiting = set()
         self._errors = {}
-        self._deferred = {}
+        self._stale = False
         self.observe(self._on_active, names=["active"])
 
-    def schedule(self, view, key, compute, apply):
+    def refresh(self):
+        """Compute every view of the widget from the current state (called when a hidden widget is shown again).
+
+        Components override it; a hidden widget records only that it is out of date, never an old request.
+        """
+
+    def schedule(self, view, key, compute, apply, lane="core", progress=None, when_hidden=False):
         """Compute ``compute()`` off the comm thread and ``apply`` the result, unless a newer request came first.
 
         ``key`` (everything that determines the result, or ``None``) caches it in the session's worker; errors
-        are shown in :attr:`error` until the same view succeeds (see :meth:`settle`). See
-        :class:`crp_widgets.widgets.worker.Worker`.
+        are shown in :attr:`error` until the same view succeeds (see :meth:`settle`). An inactive widget (a hidden
+        tab) computes nothing, unless ``when_hidden`` (a computation the user asked for): it is refreshed from the
+        then current state when shown. ``lane`` is ``"core"`` or ``"analysis"`` (long jobs, which report
+        ``progress(done, total)``). See :class:`crp_widgets.widgets.worker.Worker`.
         """
-        if not self.active:
-            self._deferred[view] = (key, compute, apply)
+        if not self.active and not when_hidden:
+            self._stale = True
+            self.drop(view)
             return False
         self._waiting.add(view)
         self.busy = True
+        self.computing = self.describe_request()
 
         def done(result):
             self._finish(view)
@@ -72,7 +85,64 @@ class Scheduled(traitlets.HasTraits):
             self._finish(view)
             self.settle(view, error)
 
-        return self.session.worker.submit((id(self), view), key, compute, done, fail, self.priority)
+        return self.session.worker.submit((id(self), view), key, compute, done, fail, self.priority, lane, progress)
+
+    def act(self, action, restore=None):
+        """Do what the front end asked (``action()``); when the state refuses a value, say why in :attr:`error`
+        and call ``restore()`` to show the state's values again (the state keeps its last valid value)."""
+        try:
+            action()
+        except Exception as error:
+            self.settle("input", error)
+            if restore is not None:
+                restore()
+        else:
+            self.settle("input")
+
+    def mirror(self, *names):
+        """Keep the traits ``names`` of this widget equal to the state's, both ways.
+
+        A value set here that the state refuses (an unknown layer, a channel out of range) is put back to the
+        state's value, and the reason shows in :attr:`error`; the state keeps its last valid value.
+        """
+        for name in names:
+            setattr(self, name, getattr(self.state, name))
+        self._mirrored = names
+        self.state.observe(self._from_state, names=list(names))
+        self.observe(self._to_state, names=list(names))
+
+    def unmirror(self):
+        """Stop :meth:`mirror` (when the widget closes)."""
+        names = list(getattr(self, "_mirrored", ()))
+        if names:
+            self.state.unobserve(self._from_state, names=names)
+            self.unobserve(self._to_state, names=names)
+
+    def _from_state(self, change):
+        if getattr(self, change["name"]) != change["new"]:
+            setattr(self, change["name"], change["new"])
+
+    def _to_state(self, change):
+        name = change["name"]
+        if getattr(self.state, name) != change["new"]:
+            self.act(lambda: setattr(self.state, name, change["new"]),
+                     lambda: setattr(self, name, getattr(self.state, name)))  # fmt: skip
+
+    def drop(self, view):
+        """Forget ``view``'s waiting job and ignore its running one: the state no longer needs their result."""
+        self.session.worker.drop((id(self), view))
+        self._finish(view)
+
+    def describe_request(self):
+        """What the widget computes for, in words (the placeholder while it computes): the input, class and layer."""
+        state = self.state
+        where = "your image" if state.custom is not None else f"sample #{state.sample}"
+        parts = [where]
+        if state.target is not None:
+            parts.append(f"class {self.session.class_name(state.target)}")
+        if state.layer:
+            parts.append(state.layer)
+        return ", ".join(parts)
 
     @contextlib.contextmanager
     def hold_sync(self):
@@ -101,14 +171,14 @@ class Scheduled(traitlets.HasTraits):
         try:
             return self.session.source(self.state)
         except Exception as error:
+            self.drop(view)
             self.settle(view, error)
             return None
 
     def _on_active(self, change):
-        if change["new"]:
-            deferred, self._deferred = self._deferred, {}
-            for view, request in deferred.items():
-                self.schedule(view, *request)
+        if change["new"] and self._stale:
+            self._stale = False
+            self.refresh()
 
     def settle(self, view, error=None):
         """Record the outcome of ``view``: :attr:`error` shows the errors of the views whose last request failed.
@@ -124,11 +194,17 @@ class Scheduled(traitlets.HasTraits):
             self._errors.pop(view, None)
         else:
             self._errors[view] = str(error) or type(error).__name__
-        self.error = "\n".join(self._errors.values())
+            self.clear_view(view)
+        self.error = "\n".join(dict.fromkeys(self._errors.values()))  # one message once, however many views
+
+    def clear_view(self, view):
+        """Remove what ``view`` shows, after its computation failed: an error never sits over an older picture."""
 
     def _finish(self, view):
         self._waiting.discard(view)
         self.busy = bool(self._waiting)
+        if not self.busy:
+            self.computing = ""
 
 
 class Component(Scheduled, anywidget.AnyWidget):
@@ -139,31 +215,106 @@ class Component(Scheduled, anywidget.AnyWidget):
     """
 
 
+class PanelStyles(anywidget.AnyWidget):
+    """Loads the panels' style sheet (theme colours for bqplot charts, the progress line) wherever a panel shows."""
+
+    _esm = STATIC / "panel.js"
+    _css = STATIC / "panel.css"
+
+
 class Panel(Scheduled, ipywidgets.VBox):
     """A view composed of ipywidgets (e.g. bqplot figures), linked like a :class:`Component`.
 
     Subclasses build their widgets and pass them to :meth:`set_body`; :attr:`error` shows in a red box above them
-    and :attr:`busy` in a status line. See :class:`Scheduled`.
+    and :attr:`busy` in a status line that says what is being computed. Long analyses go through :meth:`analyse`:
+    they run on the worker's analysis lane with a progress bar and a cancel button. A hidden panel (an inactive
+    explorer tab) takes its body out of the page, so that its charts are not laid out at zero size. See
+    :class:`Scheduled`.
     """
 
     def __init__(self, session, state=None, session_options=None, **kwargs):
         super().__init__(session, state, session_options, **kwargs)
         self._status = ipywidgets.HTML("", layout=ipywidgets.Layout(min_height="1.2em"))
         self._status.add_class("crp-panel-status")
+        self._analyses = {}  # view -> what it computes, in words
+        self._cancelled = ""
+        self.progress_bar = ipywidgets.FloatProgress(0.0, min=0.0, max=1.0, layout=ipywidgets.Layout(width="240px"))
+        self.progress_bar.add_class("crpw-panel-progress")
+        self.progress_label = ipywidgets.HTML("")
+        self.cancel_button = ipywidgets.Button(description="cancel", icon="stop", tooltip="stop this computation",
+                                               layout=ipywidgets.Layout(width="auto"))  # fmt: skip
+        self.cancel_button.add_class("crpw-panel-cancel")
+        self.cancel_button.on_click(lambda _: self.cancel())
+        hidden = ipywidgets.Layout(display="none", align_items="center")
+        self._progress_row = ipywidgets.HBox(
+            [self.progress_bar, self.progress_label, self.cancel_button], layout=hidden
+        )
+        self._progress_row.add_class("crpw-panel-progress-row")
         self._body = ()
-        self.observe(self._show_status, names=["error", "busy"])
-        self.children = (self._status,)
+        self._styles = PanelStyles(layout=ipywidgets.Layout(width="0px", height="0px"))
+        self.add_class("crpw-panel")
+        self.observe(self._show_status, names=["error", "busy", "computing"])
+        self.observe(lambda _: self._attach(), names=["active"])
+        self._attach()
 
     def set_body(self, *children):
-        """Show ``children`` below the status line."""
+        """Show ``children`` below the status line (once the panel is shown)."""
         self._body = tuple(children)
-        self.children = (self._status, *self._body)
+        self._attach()
+
+    def _attach(self):
+        self.children = (self._styles, self._status, self._progress_row, *(self._body if self.active else ()))
+
+    def analyse(self, view, key, compute, apply, what, asked=False):
+        """Run ``compute`` on the analysis lane with a progress bar and a cancel button, then ``apply`` the result.
+
+        ``compute`` reports progress and lets clicks go first through
+        :func:`~crp_widgets.widgets.worker.current_task` (``current_task().step(done, total)`` between steps).
+        ``what`` names the computation in the progress line (e.g. "class profiles"). ``asked``: the user asked for
+        it (a button), so it runs even while the panel is hidden; otherwise a hidden panel computes when shown.
+        """
+        if not self.active and not asked:
+            return self.schedule(view, key, compute, apply)  # only marks the panel out of date
+        self._cancelled = ""
+        self._analyses[view] = what
+        self.progress_bar.value = 0.0
+        self.progress_label.value = f"{html.escape(what)}: starting"
+        self._progress_row.layout.display = "flex"
+
+        def progress(done, total):
+            if view in self._analyses and total:
+                self.progress_bar.value = min(1.0, done / total)
+                self.progress_label.value = f"{html.escape(what)}: {done} of {total}"
+
+        return self.schedule(view, key, compute, apply, lane="analysis", progress=progress, when_hidden=asked)
+
+    def cancel(self):
+        """Stop the running analyses of this panel (the views keep what they showed before)."""
+        names = [self._analyses[view] for view in list(self._analyses)]
+        for view in list(self._analyses):
+            self.session.worker.cancel((id(self), view))
+            self._finish(view)
+        self._cancelled = f"cancelled: {', '.join(names)}" if names else ""
+        self._show_status()
+
+    def _finish(self, view):
+        self._analyses.pop(view, None)
+        if not self._analyses:
+            self._progress_row.layout.display = "none"
+        super()._finish(view)
 
     def _show_status(self, change=None):
         if self.error:
             text = html.escape(self.error).replace("\n", "<br>")
-            self._status.value = f'<div style="color: var(--jp-error-color1, #c62828)">{text}</div>'
-        elif self.busy:
-            self._status.value = '<span style="color: var(--jp-ui-font-color2, #757575)">computing...</span>'
+            self._status.value = f'<div class="crpw-panel-error" role="alert" style="{ERROR_STYLE}">{text}</div>'
+        elif self.busy and self.computing and not self._analyses:
+            what = html.escape(self.computing)
+            self._status.value = (
+                f'<span class="crpw-panel-busy" style="{QUIET_STYLE}">computing for {what}\u2026</span>'
+            )
+        elif self._cancelled:
+            self._status.value = (
+                f'<span class="crpw-panel-busy" style="{QUIET_STYLE}">{html.escape(self._cancelled)}</span>'
+            )
         else:
             self._status.value = ""

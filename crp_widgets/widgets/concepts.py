@@ -1,4 +1,4 @@
-"""User-defined concepts: a basket of examples, a learned concept vector and its maps (SACV, seed 004).
+"""User-defined concepts: a basket of examples, a learned concept vector and its maps (SACV, Wang & Lee 2022).
 
 The basket (``state.basket``, shared with the reference gallery, whose tiles can be added or dragged in) holds
 references ``{"dataset", "index"}`` to the concept's example images; random dataset samples are the counter-examples
@@ -32,7 +32,7 @@ def _reference(dataset, index):
 
 
 class UserConceptView(Component):
-    """Define a concept by examples and see where it is and what it does for a class (SACV, seed 004 Sec. 2).
+    """Define a concept by examples and see where it is and what it does for a class (SACV, Wang & Lee 2022, Sec. 2).
 
     Parameters
     ----------
@@ -108,6 +108,11 @@ class UserConceptView(Component):
         self.state.observe(lambda _: self._draw(), names=["sample", "custom", "target"])
         self.on_msg(self._on_message)
         self._draw_thumbnails()
+
+    def refresh(self):
+        """The basket's pictures and the learned concept's maps for the current state (:meth:`Component.refresh`)."""
+        self._draw_thumbnails()
+        self._draw()
 
     # ------------------------------------------------------------------------------------------------ the basket
 
@@ -208,7 +213,7 @@ class UserConceptView(Component):
 
         key = (id(self.session), "learn", layer, n_random, tuple((e["dataset"], e["index"]) for e in basket),
                masks is not None)  # fmt: skip
-        self.schedule("learn", key if masks is None else None, compute, apply)
+        self.schedule("learn", key if masks is None else None, compute, apply, lane="analysis", when_hidden=True)
 
     # ----------------------------------------------------------------------------------------------------- maps
 

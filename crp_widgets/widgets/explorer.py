@@ -1,5 +1,6 @@
-"""The linked explorer: every component on one session and one state (issue 4)."""
+"""The linked explorer: every component on one session and one state, readable on one screen."""
 
+import html
 import importlib
 
 import ipywidgets
@@ -63,9 +64,10 @@ class Explorer(ipywidgets.VBox):
 
     def __init__(self, model, dataset=None, store=None, *, layer=None, **session_options):
         session = Session(model, dataset, **session_options)
-        state = ExplorerState(layer=layer or default_layer(session.crp))
         if layer is not None:
             session.crp.validate_layer(layer)
+        state = ExplorerState(layer=layer or default_layer(session.crp))
+        state.bind(session)  # from now on, values the model or the dataset does not have are refused
         store_error = None
         if store is not None:
             try:
@@ -80,7 +82,10 @@ class Explorer(ipywidgets.VBox):
         if signal:
             use_signal_display(session)
         self._tabs = tuple(tab for tab in TABS if not (signal and tab[1] in IMAGE_ONLY))
-        self.sample = SampleView(session, state)
+        self.notice = ipywidgets.HTML("", layout=ipywidgets.Layout(height="22px", overflow="hidden", width="100%"))
+        self.notice.add_class("crpw-explorer-notice")
+        state.observe(self._show_notice, names=["refused", "custom_note"])
+        self.sample = SampleView(session, state, columns=4)
         self.channels = ChannelSelector(session, state)
         self.heatmaps = SignalView(session, state) if signal else ConditionalHeatmaps(session, state)
         for name in IMAGE_ONLY if signal else ():
@@ -102,7 +107,26 @@ class Explorer(ipywidgets.VBox):
             [self.sample, self.channels, self.heatmaps], layout=ipywidgets.Layout(flex_flow="row wrap")
         )
         top.add_class("crpw-explorer-top")  # 8 px between the views (js/lib/theme.css; Layout has no gap)
-        super().__init__([top, self.tabs])
+        super().__init__([self.notice, top, self.tabs])
+        self.add_class("crpw-explorer")
+        self._show_notice()
+
+    def _show_notice(self, change=None):
+        """One line above the views: why a value was refused, else notes on the input and the class names."""
+        refused = self.state.refused
+        notes = [note for note in (self.session.class_note(), self.state.custom_note) if note]
+        if refused:
+            text, kind = refused, "error"
+        elif notes:
+            text, kind = " ".join(notes), "note"
+        else:
+            self.notice.value = ""
+            return
+        first = html.escape(text.splitlines()[0])
+        self.notice.value = (
+            f'<div class="crpw-notice crpw-notice-{kind}" role="{"alert" if kind == "error" else "status"}" '
+            f'title="{html.escape(text)}">{first}</div>'
+        )
 
     def _show_tab(self, change):
         for index, (_, name, _, _) in enumerate(self._tabs):
@@ -117,7 +141,12 @@ class Explorer(ipywidgets.VBox):
             self.state.channel = int(ranking[0][0])
 
     def show(self, image):
-        """Explain ``image`` (a tensor, array, or a PIL image through the session's ``transform``)."""
+        """Explain ``image``: a tensor or an array (``[C, H, W]`` or ``[H, W, C]``, float or ``uint8``) or a PIL image.
+
+        A PIL image goes through the session's ``transform`` when it has one; otherwise it is converted to an RGB
+        float tensor in [0, 1] at the size of the dataset's samples. An input the model cannot take is refused with
+        one message (raised here, and shown above the views); the explorer keeps the input it had.
+        """
         self.sample.show(image)
 
     @property

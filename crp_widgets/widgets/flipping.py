@@ -19,12 +19,15 @@ import torch
 from ..engine import CRPError
 from ..engine.flipping import QUANTILES, filter_flipping, flip_steps, relevance_distribution
 from .channels import default_layer
+from .charts import figure
 from .component import Panel
 from .sample import class_names
+from .worker import current_task
 
 __all__ = ["DecisionView", "class_members"]
 
 SUPPORT, CONTRADICT = "#d62728", "#1f77b4"  # the paper's red (supports) and blue (contradicts)
+NEUTRAL = "#78909c"  # lines and labels that read in the light and the dark theme
 ORDER_COLOURS = {"most": "#d62728", "least": "#1f77b4", "random": "#7f7f7f"}
 ORDER_LABELS = {"most": "most relevant first", "least": "least relevant first", "random": "random order"}
 SCOPES = (("this sample", "sample"), ("samples of its class", "class"))
@@ -63,14 +66,13 @@ def class_members(dataset, cls, n, scan=4096):
     return found
 
 
-def _figure(marks, axes, title, css, width="360px"):
-    figure = bqplot.Figure(
-        marks=marks, axes=axes, title=title, legend_location="top-right",
-        fig_margin={"top": 40, "bottom": 45, "left": 55, "right": 12},
-        layout=ipywidgets.Layout(width=width, height="300px"),
-    )  # fmt: skip
-    figure.add_class(css)
-    return figure
+def _by_order(flip):
+    """``flip(order)`` for each order, most relevant first, with a step of the analysis between them."""
+    curves, task = {}, current_task()
+    for done, order in enumerate(ORDER_COLOURS):
+        task.step(done, len(ORDER_COLOURS))
+        curves.update(flip(order))
+    return curves
 
 
 def _percent(q):
@@ -148,7 +150,10 @@ class DecisionView(Panel):
         key = " ".join(
             f"<span style='color: {ORDER_COLOURS[o]}'>\N{EM DASH} {ORDER_LABELS[o]}</span>" for o in ORDER_COLOURS
         )
-        self.key = ipywidgets.HTML(f"filter flipping: {key} (mean; band: standard deviation)")
+        self.key = ipywidgets.HTML(
+            f"Switching channels off: {key} (mean; band: standard deviation). Relevance per channel: bars for this "
+            "sample (red supports, blue contradicts), black line: the mean over the class's samples."
+        )
         self.key.add_class("crpw-decision-key")
         self.selection = ipywidgets.HTML("")
         self.selection.add_class("crpw-decision-selection")
@@ -169,6 +174,10 @@ class DecisionView(Panel):
         self._follow = (lambda _: self._compute(), lambda _: self._highlight())
         self.state.observe(self._follow[0], names=["sample", "custom", "target", "layer"])
         self.state.observe(self._follow[1], names=["channel"])
+        self.refresh()
+
+    def refresh(self):
+        """Distribution and flipping curves for the current state (see :meth:`Panel.refresh`)."""
         self._compute()
 
     # ---------------------------------------------------------------------------------------------------- layout
@@ -186,29 +195,31 @@ class DecisionView(Panel):
         self.bar_axis = bqplot.Axis(
             scale=x, label="channels by relevance (click one)", grid_lines="none", tick_style={"display": "none"}
         )
-        self.bar_figure = _figure(
+        self.bar_figure = figure(
             [self.bars, self.mean_shares],
-            [self.bar_axis, bqplot.Axis(scale=y, side="left", label="share of positive relevance")],
+            [self.bar_axis, bqplot.Axis(scale=y, side="left", label="share of positive relevance", tick_format=".0%")],
             "relevance per channel",
             "crpw-decision-bars",
+            width=360,
         )
         cx, cy = bqplot.LinearScale(min=0), bqplot.LinearScale(min=0.0, max=1.05)
         self.cumulative_band = bqplot.Lines(
             x=[], y=[], scales={"x": cx, "y": cy}, fill="between", colors=["#90a4ae"], fill_colors=["#90a4ae"],
             fill_opacities=[0.3], stroke_width=0,
         )  # fmt: skip
-        self.cumulative = bqplot.Lines(x=[], y=[], scales={"x": cx, "y": cy}, colors=["#37474f"])
+        self.cumulative = bqplot.Lines(x=[], y=[], scales={"x": cx, "y": cy}, colors=[NEUTRAL])
         self.markers = bqplot.Scatter(x=[], y=[], scales={"x": cx, "y": cy}, colors=[SUPPORT], default_size=40)
         self.marker_labels = bqplot.Label(
             x=[], y=[], text=[], scales={"x": cx, "y": cy}, font_weight="normal", default_size=13,
-            colors=["#37474f"],
+            colors=[NEUTRAL],
         )  # fmt: skip
-        self.cumulative_figure = _figure(
+        self.cumulative_figure = figure(
             [self.cumulative_band, self.cumulative, self.markers, self.marker_labels],
             [bqplot.Axis(scale=cx, label="channels"),
              bqplot.Axis(scale=cy, side="left", label="cumulative relevance", tick_format=".0%")],
             "cumulative relevance",
             "crpw-decision-cumulative",
+            width=360,
         )  # fmt: skip
         fx, fy = bqplot.LinearScale(min=0), bqplot.LinearScale()
         self.bands, self.curves = {}, {}
@@ -218,13 +229,13 @@ class DecisionView(Panel):
                 fill_opacities=[0.2], stroke_width=0,
             )  # fmt: skip
             self.curves[order] = bqplot.Lines(x=[], y=[], scales={"x": fx, "y": fy}, colors=[colour])
-        self.flip_figure = _figure(
+        self.flip_figure = figure(
             [*self.bands.values(), *self.curves.values()],
             [bqplot.Axis(scale=fx, label="channels switched off"),
              bqplot.Axis(scale=fy, side="left", label="output / initial output", tick_format=".0%")],
-            "filter flipping",
+            "switching channels off",
             "crpw-decision-flipping",
-            width="420px",
+            width=420,
         )  # fmt: skip
 
     # ----------------------------------------------------------------------------------------------- reactions
@@ -287,7 +298,7 @@ class DecisionView(Panel):
         def compute():
             return self._decision(load, layer, target, scope, count, confident, steps, repeats)
 
-        self.schedule("decision", key, compute, self._apply)
+        self.analyse("decision", key, compute, self._apply, f"switching channels off, for {self.describe_request()}")
 
     def _decision(self, load, layer, target, scope, count, confident, steps, repeats):
         crp = self.session.crp
@@ -299,9 +310,9 @@ class DecisionView(Panel):
         result = {"layer": layer, "target": explained, "own": own, "scope": scope, "asked": 1, "outputs": outputs}
         if scope == "sample":
             result["distribution"] = own
-            result["flipping"] = filter_flipping(
-                crp, x, layer, explained, order=("most", "least", "random"), steps=counts, repeats=repeats
-            )
+            result["flipping"] = _by_order(lambda order: filter_flipping(
+                crp, x, layer, explained, order=[order], steps=counts, repeats=repeats
+            ))  # fmt: skip
             return result
         if self.session.dataset is None:
             raise CRPError("this session has no dataset: 'samples of its class' needs one; explain 'this sample'")
@@ -309,10 +320,9 @@ class DecisionView(Panel):
         batch = torch.stack([self.session.item(i)[0] for i in members])
         result["asked"], result["confident"] = len(members), confident
         try:
-            result["flipping"] = filter_flipping(
-                crp, batch, layer, explained, order=("most", "least", "random"), steps=counts,
-                min_probability=0.5 if confident else None,
-            )  # fmt: skip
+            result["flipping"] = _by_order(lambda order: filter_flipping(
+                crp, batch, layer, explained, order=[order], steps=counts, min_probability=0.5 if confident else None,
+            ))  # fmt: skip
         except CRPError as error:
             if not confident:
                 raise
@@ -339,7 +349,6 @@ class DecisionView(Panel):
             self._quiet = False
         self._highlight()
         with self.mean_shares.hold_sync():
-            self.mean_shares.display_legend = result["scope"] == "class"
             if result["scope"] == "class":
                 self.mean_shares.x, self.mean_shares.y = [str(c) for c in channels], dist.shares.numpy()
             else:

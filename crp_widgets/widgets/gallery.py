@@ -13,8 +13,7 @@ import torch
 import traitlets
 
 from ..engine import CRPError
-from ..render.images import heatmap_to_rgb
-from ..render.signals import signal_reference_picture
+from ..render.signals import heatmap_picture, signal_reference_picture
 from .component import STATIC, Component
 from .traits import PNGList
 
@@ -25,7 +24,8 @@ VIEWS = ("sample", "crop", "heatmap", "masked")
 CLASS_TABS = 5
 
 NO_STORE = (
-    "No reference store yet. References come from a scan of a dataset (RelMax and ActMax, Sec. 2.3.3):\n"
+    "No reference store yet. Reference samples come from a scan of a dataset (the samples that use each channel\n"
+    "most, and those that activate it most):\n"
     "    store = cw.scan(cw.CRP(model), dataset, layers=[...], path='references')\n"
     "then call gallery.attach_store(store), or pass store=... to the Session."
 )
@@ -78,7 +78,7 @@ class ReferenceGallery(Component):
     message : str
         A note shown instead of tiles (no store yet, no channel chosen).
     concept : dict
-        The channel's concept label (``session.label``, Network Dissection, seed 002): ``{"concept", "iou"}``, or
+        The channel's concept label (``session.label``, Network Dissection, Bau et al. 2017): ``{"concept", "iou"}``, or
         empty when its layer has no labels.
     """
 
@@ -110,12 +110,22 @@ class ReferenceGallery(Component):
         self.poll_interval = poll_interval
         self._timer = None
         self._closed = False
-        self._links = [traitlets.link((self.state, name), (self, name)) for name in ("layer", "channel")]
+        self.mirror("layer", "channel")
         self.observe(self._changed, names=["layer", "channel", "mode", "compare", "maximization", "k", "view",
                                            "init", "cls"])  # fmt: skip
         self.on_msg(self._on_message)
         self.session.on_labels(lambda layer: self._show_concept())
         self.show()
+
+    def refresh(self):
+        """Show the references for the current state (see :meth:`Component.refresh`)."""
+        self.show()
+
+    def clear_view(self, view):
+        """References that could not be read show no tiles of another channel."""
+        if view == "tiles":
+            with self.hold_sync():
+                self.groups, self.images, self.class_tabs = [], (), []
 
     def _show_concept(self):
         """The dissection label of the channel in focus, next to its references."""
@@ -142,8 +152,9 @@ class ReferenceGallery(Component):
         try:
             self.session.attach_store(store)
         except CRPError as error:
-            self.settle("tiles", error)
+            self.settle("store", error)
             raise
+        self.settle("store")
         self.show()
 
     def show(self):
@@ -151,11 +162,13 @@ class ReferenceGallery(Component):
         self._show_concept()
         store = self.session.store
         if store is None:
+            self.drop("tiles")
             self._clear(NO_STORE)
             return
         self.store_info = _store_info(store)
         self._watch()
         if not self.layer or self.channel is None:
+            self.drop("tiles")
             self.settle("tiles")
             self._clear("Choose a layer and a channel to see its reference samples.")
             return
@@ -169,8 +182,7 @@ class ReferenceGallery(Component):
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
-        for link in self._links:
-            link.unlink()
+        self.unmirror()
         super().close()
 
     # ------------------------------------------------------------------------------------------------ internals
@@ -208,6 +220,7 @@ class ReferenceGallery(Component):
         return tabs, groups, images
 
     def _apply(self, result):
+        self.settle("store")  # references shown again: a refused store is history
         tabs, groups, images = result
         scanning = not self.store_info.get("complete", True)
         empty = not any(group["tiles"] for group in groups)
@@ -232,8 +245,8 @@ class ReferenceGallery(Component):
     def _picture(self, reference, view):
         if reference.sample.ndim == 2:  # a 1-D signal [C, L]: line plots (Sec. 3.5)
             return signal_reference_picture(self.session.display, reference, view)
-        if view == "heatmap":
-            return heatmap_to_rgb(reference.crop_heatmap)
+        if view == "heatmap":  # drawn over the crop it explains
+            return heatmap_picture(reference.crop_heatmap, displayed(self.session, reference.crop))
         picture = {"sample": reference.sample, "crop": reference.crop, "masked": reference.masked}[view]
         return displayed(self.session, picture)
 
@@ -295,7 +308,4 @@ def displayed(session, x):
 
 def class_name(session, cls):
     """The name of class ``cls`` (its number when the session knows no names)."""
-    try:
-        return session.classes[cls]
-    except (CRPError, IndexError):
-        return str(cls)
+    return session.class_name(cls)

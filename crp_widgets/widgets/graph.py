@@ -6,8 +6,8 @@ its path-conditional heatmap and its relevance relative to the root (Fig. 17, pa
 percentage of the upper concept's relevance that flows into the lower one (Eq. 13-16). Every level is disentangled
 by its own backward passes, θ = {l: {c0}, l-1: {c1}, ...}. A leaf node expands one layer deeper on demand: its
 top-k sub-concepts, from one more backward pass conditioned on the node's path. A drill-down panel follows one path
-of channels down the network and lists the top-k channels of the next layer under that path (seed 000: features.40
--> 37 -> 34 on a VGG16).
+of channels down the network and lists the top-k channels of the next layer under that path, as in the concept
+detection report on VGG16 (features.40 -> 37 -> 34).
 """
 
 import collections
@@ -187,12 +187,14 @@ class AttributionGraphView(Component):
         The ``[layer, channel]`` nodes expanded, in order (reset when the root, sample, class, ``width`` or
         ``expand_k`` changes).
     path : list[list]
-        The drill-down path of ``[layer, channel]`` pairs, from the root down (seed 000).
+        The drill-down path of ``[layer, channel]`` pairs, from the root down (as in Ghosh's concept-detection
+        report on VGG16).
     drill_k : int
         Channels of the next layer listed under the path.
     graph : dict
-        The graph shown: ``root``, ``layers`` (rows, top to bottom), ``lowest`` (the model's explainable layer
-        nearest the input, whose nodes cannot expand), ``target`` and ``class`` (explained), ``nodes``
+        The graph shown: ``root``, ``layers`` (rows, top to bottom), ``scanned`` (the layers the reference store
+        holds, or ``None``), ``lowest`` (the model's explainable layer nearest the input, whose nodes cannot
+        expand), ``target`` and ``class`` (explained), ``nodes``
         (``layer``, ``channel``, ``level``, ``relevance``, ``share`` of the root's relevance, ``added`` by an
         expansion, ``thumbnail`` index or ``None``) and ``edges`` (``source``, ``target``, ``relevance``, ``share``
         of the source's relevance, ``added``). Empty without a channel in focus.
@@ -208,7 +210,8 @@ class AttributionGraphView(Component):
     drill_thumbnails, drill_heatmaps : tuple[numpy.ndarray, ...]
         The same for the drill-down channels.
     labels : dict
-        Concept labels per layer (``session.label``, Network Dissection, seed 002): ``{layer: {"concepts", "iou"}}``;
+        Concept labels per layer (``session.label``, Network Dissection, Bau et al. 2017):
+        ``{layer: {"concepts", "iou"}}``;
         a node shows its channel's concept and IoU next to its reference.
     """
 
@@ -246,6 +249,20 @@ class AttributionGraphView(Component):
         self.session.on_labels(self._show_labels)
         self._show_labels()
         self._on_focus()
+
+    def refresh(self):
+        """Show the graph and the drill-down for the current state (see :meth:`Component.refresh`)."""
+        self._show_graph()
+        self._show_drill()
+
+    def clear_view(self, view):
+        """A graph or drill-down that failed shows nothing of another concept."""
+        with self.hold_sync():
+            if view == "graph":
+                self._shown = None
+                self.graph, self.thumbnails, self.heatmaps = {}, (), ()
+            elif view == "drill":
+                self.drill, self.drill_thumbnails, self.drill_heatmaps = {}, (), ()
 
     def _show_labels(self, layer=None):
         self.labels = {name: self.session.channel_labels(name) for name in self.session.labels}
@@ -427,7 +444,10 @@ class AttributionGraphView(Component):
                 done.append(list(node))
         images, index = self._thumbnails(list(shown.nodes), pictures)
         lowest = crp.layers(x)[0].name  # its nodes cannot expand
-        description = {**shown.describe(index), "target": target, "class": self._class_name(target), "lowest": lowest}
+        store = self.session.store
+        scanned = None if store is None else list(store.layers)
+        description = {**shown.describe(index), "target": target, "class": self._class_name(target), "lowest": lowest,
+                       "scanned": scanned}  # fmt: skip
         shown_x = self.session.display(x)  # a 1-D signal's heatmaps are drawn under it (Sec. 3.5)
         heatmaps = [heatmap_picture(node.heatmap, shown_x) for node in shown.nodes.values()] if pictures else []
         image = input_picture(shown_x)
@@ -447,7 +467,10 @@ class AttributionGraphView(Component):
         shown.add(node, step, overall)
 
     def _subconcepts(self, x, target, path, below, k, pictures):
-        """The top-k sub-concepts of the path's last node (seed 000) and every lower channel's root relevance."""
+        """The top-k sub-concepts of the path's last node and every lower channel's root relevance.
+
+        As in the drill-down of Ghosh's concept-detection report on VGG16.
+        """
         crp = self.session.crp
         steps = crp.drill_down(x, path, target, k=k, next_layer=below, heatmaps="last" if pictures else False)
         if len(steps) < len(path):

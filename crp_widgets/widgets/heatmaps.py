@@ -9,28 +9,49 @@ Heatmaps travel as float32 arrays; the browser colours each with its own maximum
 
 import traitlets
 
-from .channels import default_layer, frozen
+from .channels import default_layer, describe_conditions, frozen, input_name
 from .component import STATIC, Component
 from .sample import class_names
 from .traits import PNG, Array
 
-__all__ = ["ConditionalHeatmaps", "describe_conditions"]
+__all__ = ["ConditionalHeatmaps", "heatmap_caption", "notation"]
 
 OR, AND = " \N{LOGICAL OR} ", " \N{LOGICAL AND} "
+FEW = 0.01  # conditions that keep less than this share of the relevance are flagged
 
 
-def describe_conditions(conditions, layers):
-    """Conditions as text in the paper's logic (Eq. 8): a layer's channels joined by OR, layers joined by AND.
+def notation(conditions, layers):
+    """Conditions in the paper's logic (Eq. 8 of Achtibat et al. 2023): channels joined by OR, layers by AND."""
+    order = sorted(conditions, key=lambda name: layers.index(name) if name in layers else len(layers))
+    return AND.join(f"{name}: {OR.join(str(c) for c in conditions[name])}" for name in order)
+
+
+def heatmap_caption(name, conditions, layers, localization=False):
+    """The caption of a (conditional) heatmap in words, and its formula for the "about" tooltip.
 
     Parameters
     ----------
+    name : str or None
+        The explained class's name (``None`` for class-free localisation).
     conditions : dict[str, list[int]]
-        Channels per layer.
+        The conditions applied.
     layers : list[str]
-        Layer names in forward order (conditions are listed in that order).
+        Layer names in forward order.
+    localization : bool
+        Whether the heatmap starts from the channels' activations instead of a class.
+
+    Returns
+    -------
+    caption, about : str
     """
-    order = sorted(conditions, key=lambda name: layers.index(name) if name in layers else len(layers))
-    return AND.join(f"{name}: {OR.join(str(c) for c in conditions[name])}" for name in order)
+    words, logic = describe_conditions(conditions, layers), notation(conditions, layers)
+    if localization:
+        caption = f"Where {words} is, for no class" if words else "All outputs together, for no class"
+        about = f"R(x | {logic}), class-free localisation (Achtibat et al. 2023, Sec. 2.3.5)" if logic else "R(x)"
+        return caption, about
+    caption = f"Relevance for {name}" + (f", only through {words}" if words else "")
+    about = f"R(x | y = {name}" + (f"{AND}{logic})" if logic else ")") + " (Achtibat et al. 2023, Eq. 8)"
+    return caption, about
 
 
 class ConditionalHeatmaps(Component):
@@ -56,13 +77,18 @@ class ConditionalHeatmaps(Component):
     heatmap : numpy.ndarray
         ``[H, W]``: ``attribute(x, target, state.conditions).heatmap`` (class-free with ``localization``).
     caption : str
-        What ``heatmap`` is conditioned on.
+        What ``heatmap`` shows, in words, from the same computation.
+    heatmap_info : dict
+        ``about`` (the formula, for a tooltip), ``input`` (e.g. "sample #3"), ``conditioned`` and ``kept``: the
+        share of the unconditioned heatmap's summed ``|R|`` that the conditions keep (``None`` without conditions),
+        with ``few`` set when it is below 1 %.
     grid : numpy.ndarray
         ``[k, H, W]``: ``conditional_heatmaps(x, layer, channels, target, conditions on other layers)``.
     grid_info : dict
-        ``layer``, ``channels`` (in rank order), their ``relevance`` and ``shares`` of the layer's relevance (for the
-        explained class), ``selected`` (whether the channels are the selected ones rather than the top-k) and
-        ``note`` (conditions left out of class-free localisation).
+        ``layer``, ``channels`` (in rank order), their ``relevance`` and ``shares`` of the layer's summed ``|R|``
+        (``magnitude``, for the explained class), ``selected`` (whether the channels are the selected ones rather
+        than the top-k), ``conditions`` (those on other layers, in words), ``input``, ``class`` and ``note``
+        (conditions left out of class-free localisation).
     top_k : int
         Channels in the grid when none is selected.
     opacity : float
@@ -77,6 +103,7 @@ class ConditionalHeatmaps(Component):
     image = PNG()
     heatmap = Array(ndim=2)
     caption = traitlets.Unicode("").tag(sync=True)
+    heatmap_info = traitlets.Dict().tag(sync=True)
     grid = Array(ndim=3)
     grid_info = traitlets.Dict().tag(sync=True)
     top_k = traitlets.Int(6, min=1).tag(sync=True)
@@ -93,8 +120,20 @@ class ConditionalHeatmaps(Component):
         self.state.observe(self._on_state, names=["sample", "custom", "target", "layer", "conditions", "localization"])
         self.observe(lambda _: self._draw_grid(), names=["top_k"])
         self.on_msg(self._on_message)
+        self.refresh()
+
+    def refresh(self):
+        """Draw the heatmap and the grid for the current state (see :meth:`Component.refresh`)."""
         self._draw_heatmap()
         self._draw_grid()
+
+    def clear_view(self, view):
+        """A failed heatmap or grid shows nothing of an older state."""
+        with self.hold_sync():
+            if view == "heatmap":
+                self.heatmap, self.caption, self.heatmap_info = None, "", {}
+            elif view == "grid":
+                self.grid, self.grid_info = None, {}
 
     def _on_message(self, _, content, buffers):
         if content.get("type") == "localization":
@@ -112,27 +151,29 @@ class ConditionalHeatmaps(Component):
         source, load = sample
         target, localization = self.state.target, self.state.localization
         conditions = {name: list(channels) for name, channels in self.state.conditions.items()}
-        crp = self.session.crp
+        crp, where = self.session.crp, input_name(self.state)
 
         def compute():
             x, _ = load()
             output = crp.predict(x)
             explained = self.session.explained_class(x, target)
             heatmap = crp.attribute(x, None if localization else explained, conditions).heatmap
-            text = describe_conditions(conditions, crp.layer_names)
-            if localization:
-                caption = f"R(x | {text}), class-free (Sec. 2.3.5)" if text else "R(x), all outputs, no class (Fig. 2a)"
-            else:
-                name = class_names(self.session, int(output.shape[-1]))[explained]
-                caption = f"R(x | y = {name}" + (f"{AND}{text})" if text else ")")
-            return self.session.display(x), heatmap, caption
+            name = class_names(self.session, int(output.shape[-1]))[explained]
+            caption, about = heatmap_caption(name, conditions, crp.layer_names, localization)
+            kept = None
+            if conditions and not localization:
+                whole = float(crp.attribute(x, explained).heatmap.abs().sum())
+                kept = float(heatmap.abs().sum()) / whole if whole > 0 else 0.0
+            info = {"about": about, "input": where, "conditioned": bool(conditions), "kept": kept,
+                    "few": kept is not None and kept < FEW}  # fmt: skip
+            return self.session.display(x), heatmap, caption, info
 
         def apply(result):
-            image, heatmap, caption = result
+            image, heatmap, caption, info = result
             with self.hold_sync():
                 if source != self._image_source:
                     self.image, self._image_source = image, source
-                self.heatmap, self.caption = heatmap, caption
+                self.heatmap, self.caption, self.heatmap_info = heatmap, caption, info
 
         key = (id(self.session), "heatmap", source, target, frozen(conditions), localization)
         self.schedule("heatmap", key, compute, apply)
@@ -144,7 +185,7 @@ class ConditionalHeatmaps(Component):
         layer, target, localization, k = self.state.layer, self.state.target, self.state.localization, self.top_k
         others = {name: list(channels) for name, channels in self.state.conditions.items() if name != layer}
         selected = list(self.state.conditions.get(layer, []))
-        crp = self.session.crp
+        crp, where = self.session.crp, input_name(self.state)
 
         def compute():
             x, _ = load()
@@ -162,7 +203,11 @@ class ConditionalHeatmaps(Component):
                 "channels": channels,
                 "relevance": [float(ranking.relevance[c]) for c in channels],
                 "shares": [float(ranking.share[c]) for c in channels],
+                "magnitude": float(ranking.relevance.abs().sum()),
                 "selected": bool(selected),
+                "conditions": describe_conditions(applied, crp.layer_names),
+                "input": where,
+                "class": None if localization else self.session.class_name(explained),
                 "note": note,
             }
             return self.session.display(x), heatmaps, info
@@ -184,7 +229,7 @@ class ConditionalHeatmaps(Component):
         if not above:
             return conditions, ""
         note = (
-            f"class-free localisation starts at {layer}: conditions on the layers above it "
-            f"({', '.join(above)}) do not apply (Sec. 2.3.5)"
+            f"Without a class the heatmaps start at {layer}, so the conditions on the layers above it "
+            f"({', '.join(above)}) do not apply."
         )
         return {name: channels for name, channels in conditions.items() if name not in above}, note

@@ -17,15 +17,18 @@ import numpy as np
 import traitlets
 
 from ..engine.inverse import classes_using, suspicious_region, switch_off_curve
+from .charts import COLOURS, colour_bar, figure, legend, with_legend
 from .component import Panel
 from .gallery import class_name
 from .similarity import ComputesWhenShown, _image, _labelled, reference_grid
+from .worker import current_task
 
 __all__ = ["InverseSearchView"]
 
 NO_STORE = (
     "No reference store: the inverse search ranks classes by the mean relevance a scan recorded per class "
-    "(Sec. 4.3). Scan a dataset first (store = cw.scan(cw.CRP(model), dataset, layers=[...], path='references')) "
+    "over the scanned dataset. Scan a dataset first "
+    "(store = cw.scan(cw.CRP(model), dataset, layers=[...], path='references')) "
     "and give it to the explorer (store=...) or to the Session."
 )
 NO_REGION = "No region yet: draw one on the concept atlas (drag or click superpixels), then press the button again."
@@ -92,21 +95,22 @@ class InverseSearchView(ComputesWhenShown, Panel):
         self.region_channels = ipywidgets.HBox(layout=ipywidgets.Layout(flex_flow="row wrap"))
         x, y = bqplot.OrdinalScale(), bqplot.LinearScale()
         self.bars = bqplot.Bars(x=[], y=[], scales={"x": x, "y": y}, colors=["#d62728"], padding=0.2)
-        self.bar_chart = bqplot.Figure(
-            marks=[self.bars], axes=[bqplot.Axis(scale=x, tick_rotate=-20), bqplot.Axis(scale=y, side="left",
-            tick_format=".2~g")], layout=ipywidgets.Layout(width="460px", height="300px"),
-            fig_margin={"top": 30, "bottom": 60, "left": 70, "right": 10}, title="mean relevance per class",
+        self.bars.orientation = "horizontal"  # class names on the vertical axis: they never overlap
+        self.bar_chart = figure(
+            [self.bars], [bqplot.Axis(scale=x, side="left"),
+                          bqplot.Axis(scale=y, side="bottom", tick_format=".2~g", num_ticks=5,
+                                      label="mean relevance")],
+            "mean relevance per class", "crpw-inverse-classes", 420, 300,
+            {"top": 36, "bottom": 45, "left": 130, "right": 16},
         )  # fmt: skip
         cx, cy = bqplot.LinearScale(), bqplot.LinearScale(min=0.0, max=1.0)
         self.steps_axis = bqplot.Axis(scale=cx, label="channels switched off", tick_format="d")
-        self.lines = bqplot.Lines(x=[], y=[], scales={"x": cx, "y": cy}, display_legend=True, marker="circle",
-                                  marker_size=16)  # fmt: skip
-        self.curve_chart = bqplot.Figure(
-            marks=[self.lines], axes=[self.steps_axis,
-            bqplot.Axis(scale=cy, side="left", label="confidence")], legend_location="top-right",
-            layout=ipywidgets.Layout(width="460px", height="300px"), title="switching them off (Fig. 22 right)",
-            fig_margin={"top": 30, "bottom": 50, "left": 60, "right": 10},
+        self.lines = bqplot.Lines(x=[], y=[], scales={"x": cx, "y": cy}, marker="circle", marker_size=16)
+        self.curve_chart = figure(
+            [self.lines], [self.steps_axis, bqplot.Axis(scale=cy, side="left", label="confidence")],
+            "switching them off", "crpw-inverse-curve", 400, 300,
         )  # fmt: skip
+        self.curve_key = ipywidgets.HTML("")
         self.reference_rows = ipywidgets.VBox()
         self.state.observe(self._on_state, names=["sample", "custom", "target", "layer", "channel"])
         self.observe(lambda _: self.refresh(), names=["source", "classes", "references", "k", "steps"])
@@ -137,12 +141,14 @@ class InverseSearchView(ComputesWhenShown, Panel):
         store = self.session.current_store()
         controls = ipywidgets.HBox([self.use_region_button, self.use_channel_button])
         if store is None:
+            self.drop("inverse")
             self.settle("inverse")
             self.set_body(controls, ipywidgets.HTML(f"<p>{html.escape(NO_STORE)}</p>"))
             return
         layer, channel, target, region = self.state.layer, self.state.channel, self.state.target, self.region
         source = self.source
         if source == "channel" and (not layer or channel is None):
+            self.drop("inverse")
             self.set_body(controls, ipywidgets.HTML("<p>Choose a channel (or draw a region on the atlas).</p>"))
             return
         if (sample := self.sample_source("inverse")) is None:
@@ -152,6 +158,8 @@ class InverseSearchView(ComputesWhenShown, Panel):
         crp, session = self.session.crp, self.session
 
         def compute():
+            task = current_task()
+            task.step(0, 3)
             x, _ = load()
             explained = session.explained_class(x, target)
             found = None
@@ -162,17 +170,23 @@ class InverseSearchView(ComputesWhenShown, Panel):
                 channels = [channel]
                 ordered = crp.channel_relevance(x, layer, target=explained).order[:steps].tolist()
             ranking = classes_using(store, layer, channels, k=classes)
+            task.step(1, 3)
             shown = channels[0]
-            grids = [(c, reference_grid(session, layer, shown, k=4, cls=c, heatmap=True)) for c, _ in ranking]
+            grids = [
+                (c, reference_grid(session, layer, shown, k=4, cls=c, heatmap=True)) for c, _ in ranking[:references]
+            ]
+            task.step(2, 3)
             curve = switch_off_curve(crp, x, layer, ordered)
-            return source, layer, explained, found, channels, ranking, grids[:references], curve
+            return source, layer, explained, found, channels, ranking, grids, curve
 
         region_key = _region_key(region) if source == "region" else None
         key = ("inverse", str(store.path), store.manifest.get("tables"), store.samples, source, where, layer,
                channel if source == "channel" else None, region_key, target, classes, references, k, steps)  # fmt: skip
         self.set_body(controls, self.header, self.region_channels,
-                      ipywidgets.HBox([self.bar_chart, self.curve_chart]), self.reference_rows)  # fmt: skip
-        self.schedule("inverse", key, compute, self._apply)
+                      ipywidgets.HBox([self.bar_chart, with_legend(self.curve_chart, self.curve_key)],
+                                      layout=ipywidgets.Layout(flex_flow="row wrap")),
+                      self.reference_rows)  # fmt: skip
+        self.analyse("inverse", key, compute, self._apply, f"the classes that use it, for {self.describe_request()}")
 
     # ---------------------------------------------------------------------------------------------- internals
 
@@ -194,8 +208,8 @@ class InverseSearchView(ComputesWhenShown, Panel):
         if source == "region":
             self.header.value = (
                 f"<b>{html.escape(layer)}</b>: the {len(channels)} channels most relevant inside the atlas region "
-                f"(Eq. 11-12, class {html.escape(self._name(explained))}); the classes that use them most over the "
-                "scanned dataset (Sec. 4.3). Click a channel to focus it."
+                f"(class {html.escape(self._name(explained))}); the classes that use them most over the scanned "
+                "dataset. Click a channel to focus it."
             )
             buttons = []
             for channel, share in zip(found.channels[: len(channels)], found.share):
@@ -207,7 +221,7 @@ class InverseSearchView(ComputesWhenShown, Panel):
         else:
             self.header.value = (
                 f"<b>{html.escape(layer)}</b>, channel <b>{channels[0]}</b>: the classes that use it most over the "
-                "scanned dataset (mean relevance per class, Sec. 4.3, Fig. 23)."
+                "scanned dataset (mean relevance per class)."
             )
             self.region_channels.children = ()
         with self.bars.hold_sync():
@@ -219,17 +233,19 @@ class InverseSearchView(ComputesWhenShown, Panel):
             self.lines.x = steps
             self.lines.y = curve.confidence.T.numpy().astype(np.float64)
             self.lines.labels = [self._name(c) for c in curve.classes]
-            self.lines.colors = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
+            self.lines.colors = COLOURS[: len(curve.classes)]
+        self.curve_key.value = legend(self.lines.labels, self.lines.colors)
         what = "in the region" if source == "region" else "in the input"
         self.curve_chart.title = f"top {len(curve.channels)} channels {what} switched off"
         rows = []
         for cls, png in grids:
             caption = (
                 f"class <b>{html.escape(self._name(cls))}</b>: class-conditional references of channel "
-                f"{channels[0]} and where it is used in them (conditional heatmaps, Fig. 23)"
+                f"{channels[0]}, with its heatmap over each: where it is used in them"
             )
             rows.append(_labelled(caption, _image(png)) if png else ipywidgets.HTML(f"<p>{caption}: none</p>"))
-        self.reference_rows.children = rows
+        scale = ipywidgets.HTML(colour_bar(), layout=ipywidgets.Layout(width="320px"))
+        self.reference_rows.children = [*rows, scale] if rows else rows
 
     def _focus(self, channel):
         self.source = "channel"

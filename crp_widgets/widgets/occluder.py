@@ -1,4 +1,4 @@
-"""Global class importance by attacking (AfI, seed 003 Sec. 3) next to the class-wide CRP channel relevance.
+"""Global class importance by attacking (AfI, Wu et al. 2020, CVPR, Sec. 3) next to class-wide CRP channel relevance.
 
 For a class (the explained one by default) the view learns the class's global feature occluder on its images from
 the dataset (Eq. 4-5), on the session's worker with a progress bar, and shows: the occluder (the perturbation as an
@@ -26,9 +26,11 @@ from ..engine.occluder import (
 )
 from ..render.images import encode_png, heatmap_to_rgb, image_to_uint8
 from .channels import default_layer
+from .charts import about
 from .component import Panel
 from .flipping import class_members
 from .sample import class_names
+from .worker import current_task
 
 __all__ = ["GlobalImportanceView"]
 
@@ -48,7 +50,7 @@ def _image():
 
 
 class GlobalImportanceView(Panel):
-    """AfI global class importance (seed 003, Eq. 4-9) compared with the class-wide CRP channel relevance.
+    """AfI global class importance (Wu et al. 2020, Eq. 4-9) compared with the class-wide CRP channel relevance.
 
     Parameters
     ----------
@@ -102,20 +104,26 @@ class GlobalImportanceView(Panel):
                                                layout=ipywidgets.Layout(width="150px"))  # fmt: skip
         self.samples = ipywidgets.BoundedIntText(int(samples), min=1, max=4096, description="samples",
                                                  layout=ipywidgets.Layout(width="160px"))  # fmt: skip
-        self.l1 = ipywidgets.BoundedFloatText(float(l1), min=0.0, max=1e9, description="λ (l1)",
+        self.l1 = ipywidgets.BoundedFloatText(float(l1), min=0.0, max=1e9, description="sparsity",
                                               layout=ipywidgets.Layout(width="170px"))  # fmt: skip
-        self.k = ipywidgets.BoundedIntText(int(k), min=1, max=4096, description="top-k",
+        self.k = ipywidgets.BoundedIntText(int(k), min=1, max=4096, description="compare top",
                                            layout=ipywidgets.Layout(width="140px"))  # fmt: skip
         self.learn = ipywidgets.Button(description="learn occluder", button_style="primary", icon="bolt")
         self.learn.add_class("crpw-occluder-learn")
         self.progress = ipywidgets.IntProgress(value=0, min=0, max=int(steps), description="",
                                                layout=ipywidgets.Layout(width="200px"))  # fmt: skip
         self.progress.add_class("crpw-occluder-progress")
-        self.summary = ipywidgets.HTML("Learn the class's global feature occluder (AfI, Eq. 4-5).")
+        self.summary = ipywidgets.HTML(about(
+            "Learn the smallest change of the images that makes the model stop predicting the class.",
+            "The global feature occluder of attacking for interpretability (AfI), Wu et al. 2020, Eq. 4-5; "
+            "'sparsity' is the weight lambda of its l1 term",
+            bold=False,
+        ))  # fmt: skip
         self.summary.add_class("crpw-occluder-summary")
         self.pictures = {name: _image() for name in ("delta", "delta_map", "occluded", "meta")}
-        captions = {"delta": "occluder δ", "delta_map": "δ summed over colours", "occluded": "x - δ (a sample)",
-                    "meta": "meta-detector (Eq. 9), this sample"}  # fmt: skip
+        captions = {"delta": "the occluder (the change)", "delta_map": "the change, summed over colours",
+                    "occluded": "a sample, changed",
+                    "meta": "where the class's key channels respond, this sample"}  # fmt: skip
         gallery = ipywidgets.HBox([
             ipywidgets.VBox([self.pictures[name], ipywidgets.HTML(f"<small>{html.escape(text)}</small>")])
             for name, text in captions.items()
@@ -126,7 +134,7 @@ class GlobalImportanceView(Panel):
         self.set_body(
             ipywidgets.HBox([self.cls, self.steps, self.samples, self.l1, self.k],
                             layout=ipywidgets.Layout(flex_flow="row wrap")),
-            ipywidgets.HBox([self.learn, self.progress]),
+            self.learn,
             self.summary,
             ipywidgets.HBox([gallery, self.figure], layout=ipywidgets.Layout(flex_flow="row wrap")),
         )  # fmt: skip
@@ -137,6 +145,11 @@ class GlobalImportanceView(Panel):
         self.state.observe(self._follow[0], names=["layer"])
         self.state.observe(self._follow[1], names=["channel"])
         self.state.observe(self._follow[2], names=["sample", "custom"])
+
+    def refresh(self):
+        """Scores and meta-detector of the learned occluder for the current state (see :meth:`Panel.refresh`)."""
+        self._rescore()
+        self._meta()
 
     def _names(self, outputs=None):
         if outputs is not None:
@@ -158,7 +171,7 @@ class GlobalImportanceView(Panel):
         self.figure = bqplot.Figure(
             marks=[self.scatter],
             axes=[bqplot.Axis(scale=x, label="class-wide CRP relevance (mean)"),
-                  bqplot.Axis(scale=y, side="left", label="AfI channel importance (Eq. 8)")],
+                  bqplot.Axis(scale=y, side="left", label="importance for the occluder")],
             title="channels: AfI vs CRP",
             fig_margin={"top": 40, "bottom": 45, "left": 60, "right": 12}, padding_x=0.05, padding_y=0.05,
             layout=ipywidgets.Layout(width="440px", height="340px"),
@@ -188,7 +201,7 @@ class GlobalImportanceView(Panel):
             return self._learn(load, chosen, target, layer, steps, count, l1)
 
         key = (id(self.session), "occluder", self._run)  # a new occluder each click: nothing to reuse
-        self.schedule("occluder", key, compute, self._apply)
+        self.analyse("occluder", key, compute, self._apply, "learning the occluder", asked=True)
 
     def _learn(self, load, chosen, target, layer, steps, count, l1):
         session, crp = self.session, self.session.crp
@@ -199,8 +212,11 @@ class GlobalImportanceView(Panel):
         members = class_members(session.dataset, cls, count)
         images = torch.stack([session.item(i)[0] for i in members])
 
+        task = current_task()
+
         def progress(step, total, loss):
             self.progress.value = step
+            task.step(step, total)
 
         occluder = learn_occluder(crp, images, cls, steps=steps, l1=l1, seed=0, callback=progress)
         self.progress.value = steps
@@ -244,7 +260,7 @@ class GlobalImportanceView(Panel):
             return result
 
         key = (id(self.session), "occluder-scores", id(occluder), layer, source)
-        self.schedule("occluder", key, compute, self._apply_scores)
+        self.analyse("occluder", key, compute, self._apply_scores, f"channel importance on {layer}")
 
     def _meta(self):
         if self.occluder is None or self.importance is None:

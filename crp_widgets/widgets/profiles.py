@@ -1,12 +1,14 @@
 """Class profiles: which layers and channels each class uses, by CRP and by Integrated Gradients, and ablation.
 
-After seed 002 (Sec. IV-B, V-C, Fig. 4-6): a class x layer heatmap of the relevance each layer receives on average
-(CRP, Eq. 10 of the CRP paper, and channel Integrated Gradients, side by side), the per-channel profile of a chosen
-class and layer (bars; a click focuses the channel in the linked views), and the accuracy of every class before and
-after switching off the top or bottom 1 / 2 / 3 % of the layer's channels by that class's score. The computations
-are dataset-wide: they run on the session's worker, on ``per_class`` samples of each class.
+After Islam & Tushar 2021 (Sec. IV-B, V-C, Fig. 4-6): a class x layer heatmap of the relevance each layer receives
+on average (CRP, Eq. 10 of the CRP paper, and channel Integrated Gradients, side by side), the per-channel profile of a
+chosen class and layer (bars; a click focuses the channel in the linked views), and the accuracy of every class before
+and after switching off the top or bottom 1 / 2 / 3 % of the layer's channels by that class's score. The computations
+are dataset-wide: they run on the worker's analysis lane in steps of a few samples (a progress bar, a cancel button,
+and clicks go first), on ``per_class`` samples of each class.
 """
 
+import functools
 import html
 
 import bqplot
@@ -15,13 +17,94 @@ import numpy as np
 import torch
 
 from ..engine import CRPError
-from ..engine.profiles import ablation_table, class_profiles
+from ..engine.profiles import Ablation, Profiles, ablation_table, class_profiles, class_samples
+from .charts import about, legend, with_legend
 from .component import Panel
+from .worker import current_task
 
-__all__ = ["ClassProfilesView"]
+__all__ = ["ClassProfilesView", "ablation_in_steps", "profiles_in_steps"]
 
 METHODS = {"crp": "CRP relevance", "ig": "Integrated Gradients"}
 FRACTIONS = (0.01, 0.02, 0.03)
+CHUNK = 2  # samples per step of a profile: a click waits for at most one such step
+
+
+class _Labelled(torch.utils.data.Dataset):
+    """Some samples of one class of a dataset, as a dataset whose labels are known without reading them."""
+
+    def __init__(self, dataset, indices, cls):
+        self.dataset, self.indices = dataset, list(indices)
+        self.labels = torch.full((len(self.indices),), int(cls), dtype=torch.int64)
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, index):
+        return self.dataset[self.indices[index]]
+
+
+def profiles_in_steps(crp, dataset, layers, method, per_class, steps=16, chunk=CHUNK):
+    """:func:`~crp_widgets.engine.profiles.class_profiles` in steps of ``chunk`` samples (and one layer for IG).
+
+    Between two steps the running analysis reports its progress, stops when cancelled and lets clicks go first
+    (:meth:`~crp_widgets.widgets.worker.Task.step`): a click waits for one step at most. The result equals one call
+    over all samples (class means).
+
+    Returns
+    -------
+    Profiles
+    """
+    samples, task = class_samples(dataset, per_class), current_task()
+    # CRP records every layer in one backward pass; Integrated Gradients runs one pass per layer anyway.
+    groups = [list(layers)] if method == "crp" else [[layer] for layer in layers]
+    total = sum(len(indices) for indices in samples.values()) * len(groups)
+    done = 0
+    signed, absolute = {name: [] for name in layers}, {name: [] for name in layers}
+    for cls, indices in samples.items():
+        sums = dict.fromkeys(layers, 0.0), dict.fromkeys(layers, 0.0)
+        for start in range(0, len(indices), chunk):
+            part = indices[start : start + chunk]
+            for group in groups:
+                task.step(done, total)
+                profile = class_profiles(crp, _Labelled(dataset, part, cls), group, method, per_class=len(part),
+                                         classes=[cls], steps=steps, batch_size=chunk)  # fmt: skip
+                for name in group:
+                    sums[0][name] = sums[0][name] + profile.channel[name][0].double() * len(part)
+                    sums[1][name] = sums[1][name] + profile.magnitude[name][0].double() * len(part)
+                done += len(part)
+        for name in layers:
+            signed[name].append((sums[0][name] / len(indices)).float())
+            absolute[name].append((sums[1][name] / len(indices)).float())
+    task.step(total, total)
+    magnitude = {name: torch.stack(rows) for name, rows in absolute.items()}
+    return Profiles(
+        method=method, layers=list(layers), classes=list(samples),
+        channel={name: torch.stack(rows) for name, rows in signed.items()}, magnitude=magnitude,
+        layer=torch.stack([magnitude[name].double().sum(dim=1) for name in layers], dim=1).float(), samples=samples,
+    )  # fmt: skip
+
+
+def ablation_in_steps(crp, dataset, layer, scores, per_class):
+    """:func:`~crp_widgets.engine.profiles.ablation_table` one class at a time (a step of the analysis each)."""
+    samples, task = class_samples(dataset, per_class), current_task()
+    parts = []
+    for done, cls in enumerate(samples):
+        task.step(done, len(samples))
+        parts.append(ablation_table(crp, dataset, layer, scores, FRACTIONS, ("top", "bottom"), per_class=per_class,
+                                    classes=[cls]))  # fmt: skip
+    task.step(len(samples), len(samples))
+    return [
+        Ablation(
+            first.channels,
+            first.fraction,
+            first.which,
+            list(samples),
+            torch.cat([part[row].before for part in parts]),
+            torch.cat([part[row].after for part in parts]),
+            samples,
+        )
+        for row, first in enumerate(parts[0])
+    ]
 
 
 def conv_layers(crp):
@@ -30,6 +113,15 @@ def conv_layers(crp):
     kinds = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
     found = [name for name in crp.layer_names if isinstance(modules[name], kinds)]
     return found or list(crp.layer_names)
+
+
+def short_names(layers):
+    """Layer names without the dotted prefix they all share (``features.conv1`` -> ``conv1``), for axis labels."""
+    parts = [name.split(".") for name in layers]
+    common = 0
+    while all(len(p) > common + 1 and p[common] == parts[0][common] for p in parts):
+        common += 1
+    return [".".join(p[common:]) for p in parts]
 
 
 def _fill(heatmap, rows, columns, color):
@@ -41,7 +133,7 @@ def _fill(heatmap, rows, columns, color):
 
 
 class ClassProfilesView(Panel):
-    """Class x layer relevance (CRP and IG), a class's channel profile, and class-wise ablation (seed 002).
+    """Class x layer relevance (CRP and IG), a class's channel profile, and class-wise ablation (Islam & Tushar 2021).
 
     Parameters
     ----------
@@ -89,10 +181,14 @@ class ClassProfilesView(Panel):
         if self.state.layer in self.layers:
             self.layer.value = self.state.layer
         self.method = ipywidgets.ToggleButtons(options=[(label, m) for m, label in METHODS.items()],
-                                               description="ablate by")  # fmt: skip
+                                               description="ablate by", style={"button_width": "auto"})  # fmt: skip
         self.ablate = ipywidgets.Button(description="ablate", icon="scissors")
         self.ablate.add_class("crpw-profiles-ablate")
-        self.summary = ipywidgets.HTML("Compute the class profiles (CRP and Integrated Gradients, seed 002 Fig. 4).")
+        self.summary = ipywidgets.HTML(about(
+            "Compute which layers and channels each class uses, by CRP relevance and by Integrated Gradients.",
+            "Class profiles after Islam & Tushar 2021, Sec. IV-B, Fig. 4",
+            bold=False,
+        ))  # fmt: skip
         self.table = ipywidgets.HTML("")
         self.table.add_class("crpw-profiles-table")
         self.heatmaps, figures = {}, []
@@ -106,7 +202,7 @@ class ClassProfilesView(Panel):
             self.summary,
             ipywidgets.HBox(figures, layout=ipywidgets.Layout(flex_flow="row wrap")),
             ipywidgets.HBox([self.cls, self.layer], layout=ipywidgets.Layout(flex_flow="row wrap")),
-            self.figure,
+            with_legend(self.figure, self.bars_key),
             ipywidgets.HBox([self.method, self.ablate], layout=ipywidgets.Layout(flex_flow="row wrap")),
             self.table,
         )
@@ -126,14 +222,14 @@ class ClassProfilesView(Panel):
             tooltip=bqplot.Tooltip(fields=["row", "column", "color"], formats=["", "", ".2f"]),
         )  # fmt: skip
         names = self._initial_rows()
-        _fill(heatmap, names, list(self.layers), np.zeros((len(names), len(self.layers))))
+        _fill(heatmap, names, short_names(self.layers), np.zeros((len(names), len(self.layers))))
         figure = bqplot.Figure(
             marks=[heatmap],
-            axes=[bqplot.Axis(scale=columns, tick_rotate=-20), bqplot.Axis(scale=rows, side="left"),
+            axes=[bqplot.Axis(scale=columns, tick_rotate=-35), bqplot.Axis(scale=rows, side="left"),
                   bqplot.ColorAxis(scale=colours, label="share of the strongest layer", num_ticks=3)],
             title=label,
-            fig_margin={"top": 40, "bottom": 70, "left": 120, "right": 20},
-            layout=ipywidgets.Layout(width="420px", height="380px"),
+            fig_margin={"top": 40, "bottom": 95, "left": 120, "right": 20},
+            layout=ipywidgets.Layout(width="440px", height="400px"),
         )  # fmt: skip
         figure.add_class(f"crpw-profiles-heatmap-{'crp' if label.startswith('CRP') else 'ig'}")
         return figure, heatmap
@@ -143,7 +239,7 @@ class ClassProfilesView(Panel):
         self._bar_scales = x, y
         self.bars = bqplot.Bars(
             x=[], y=[], scales={"x": x, "y": y}, type="grouped", colors=["#c62828", "#1565c0"],
-            labels=list(METHODS.values()), display_legend=True, interactions={"click": "select"},
+            labels=list(METHODS.values()), interactions={"click": "select"},
             selected_style={"stroke": "black", "stroke-width": 2},
             tooltip=bqplot.Tooltip(fields=["x", "y"], labels=["channel", "mean score"], formats=["", ".3g"]),
         )  # fmt: skip
@@ -151,11 +247,12 @@ class ClassProfilesView(Panel):
             marks=[self.bars],
             axes=[bqplot.Axis(scale=x, label="channel", tick_format="d"),
                   bqplot.Axis(scale=y, side="left", label="mean score (signed)")],
-            title="channel profile", legend_location="top-right",
+            title="channel profile",
             fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 20},
             layout=ipywidgets.Layout(width="860px", height="280px"),
         )  # fmt: skip
         self.figure.add_class("crpw-profiles-bars")
+        self.bars_key = ipywidgets.HTML("")
 
     # ------------------------------------------------------------------------------------------------- compute
 
@@ -169,10 +266,10 @@ class ClassProfilesView(Panel):
         for method in METHODS:
 
             def compute(method=method):
-                return class_profiles(session.crp, session.dataset, layers, method, per_class, steps=steps)
+                return profiles_in_steps(session.crp, session.dataset, layers, method, per_class, steps=steps)
 
             key = (id(session), "profiles", method, per_class, steps if method == "ig" else None, tuple(layers))
-            self.schedule(method, key, compute, self._apply_profiles)
+            self.analyse(method, key, compute, self._apply_profiles, f"{METHODS[method]} profiles", asked=True)
 
     def compute_ablation(self):
         """Ablate the top / bottom 1, 2, 3 % of the chosen layer's channels by the chosen class's score."""
@@ -185,11 +282,11 @@ class ClassProfilesView(Panel):
         scores = profiles.scores(cls, layer)
 
         def compute():
-            return ablation_table(session.crp, session.dataset, layer, scores, FRACTIONS, ("top", "bottom"),
-                                  per_class=per_class)  # fmt: skip
+            return ablation_in_steps(session.crp, session.dataset, layer, scores, per_class)
 
         key = (id(session), "ablation", method, cls, layer, per_class, profiles.samples[cls][0], len(profiles.layers))
-        self.schedule("ablation", key, compute, lambda table: self._apply_ablation(table, method, cls, layer))
+        apply = functools.partial(self._apply_ablation, method=method, cls=cls, layer=layer)
+        self.analyse("ablation", key, compute, apply, "ablation", asked=True)
 
     # ---------------------------------------------------------------------------------------------------- show
 
@@ -209,18 +306,23 @@ class ClassProfilesView(Panel):
         self.profiles[profiles.method] = profiles
         values = profiles.layer.numpy()
         peak = np.maximum(values.max(axis=1, keepdims=True), 1e-30)
-        _fill(self.heatmaps[profiles.method], self._names(profiles.classes), list(profiles.layers), values / peak)
+        _fill(self.heatmaps[profiles.method], self._names(profiles.classes), short_names(profiles.layers),
+              values / peak)  # fmt: skip
         if not self.cls.options:
             options = list(zip(self._names(profiles.classes), profiles.classes))
             self.cls.options = options
             target = self.state.target
             self.cls.value = target if target in profiles.classes else profiles.classes[0]
-        counts = {len(v) for v in profiles.samples.values()}
-        self.summary.value = (
-            f"Profiles over {min(counts)}-{max(counts)} samples per class: "
-            + ", ".join(METHODS[m] for m in self.profiles)
-            + ". Heatmap rows: each layer's summed |channel score| (seed 002 Eq. 3, Fig. 4), divided by the class's "
-            "strongest layer. Click a bar to focus its channel."
+        counts = sorted({len(v) for v in profiles.samples.values()})
+        samples = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
+        self.summary.value = about(
+            f"Profiles of {len(profiles.classes)} classes over {samples} samples per class: "
+            + " and ".join(METHODS[m] for m in self.profiles)
+            + ". Each row: how much relevance each layer receives for the class, as a share of its strongest layer. "
+            "Click a bar to focus its channel.",
+            "A layer's value is the mean over the class's samples of its summed |channel score|; Islam & Tushar "
+            "2021, Eq. 3, Fig. 4",
+            bold=False,
         )
         self._show_channels()
 
@@ -244,6 +346,7 @@ class ClassProfilesView(Panel):
             self.bars.colors = ["#c62828", "#1565c0"][: len(series)] if len(shown) == 2 else (
                 ["#c62828"] if shown == ["crp"] else ["#1565c0"])  # fmt: skip
             self.bars.labels = [METHODS[m] for m in shown]
+        self.bars_key.value = legend(self.bars.labels, self.bars.colors)
         self.figure.title = f"channel profile: class {self._names([cls])[0]}, layer {layer}"
 
     def _on_bar(self, change):
@@ -271,6 +374,6 @@ class ClassProfilesView(Panel):
         self.table.value = (
             f"<div>Accuracy per class before and after switching off channels of <b>{html.escape(layer)}</b> "
             f"ranked by |{METHODS[method]}| for class <b>{html.escape(self._names([cls])[0])}</b> "
-            "(seed 002 Sec. V-C).</div>"
+            "(as in Islam &amp; Tushar 2021, Sec. V-C).</div>"
             f"<table class='crpw-profiles-ablation'><tr><th>class</th><th>before</th>{head}</tr>{''.join(rows)}</table>"
         )

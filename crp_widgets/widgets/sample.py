@@ -12,7 +12,6 @@ import torch
 import traitlets
 from PIL import Image
 
-from ..engine import CRPError
 from ..render.images import image_to_uint8
 from ..render.signals import plot_signal
 from .component import STATIC, Component
@@ -60,10 +59,7 @@ def class_names(session, outputs):
     -------
     list[str]
     """
-    try:
-        return session.classes
-    except CRPError:
-        return [str(i) for i in range(outputs)]
+    return session.class_names(outputs)
 
 
 def predictions(crp, inputs):
@@ -123,6 +119,13 @@ class SampleView(Component):
         ``state.target``: the chosen class, None for the prediction.
     prediction, explained, label : int or None
         The model's prediction for the input, the class the heatmap explains, and the sample's label.
+    explained_for : dict
+        The input the picture shows, from the same computation as the picture: ``sample`` (index, ``None`` for a
+        custom input), ``label`` and ``note`` (what was done to a custom input); the caption is made from it.
+    class_note : str
+        A note when the class names given do not match the model's outputs.
+    columns : int
+        Thumbnail columns (0: as many as the page size suggests).
     image : numpy.ndarray
         The explained input as an image (``session.display``), synced as PNG bytes.
     heatmap : numpy.ndarray
@@ -147,21 +150,34 @@ class SampleView(Component):
     prediction = traitlets.Int(None, allow_none=True).tag(sync=True)
     explained = traitlets.Int(None, allow_none=True).tag(sync=True)
     label = traitlets.Int(None, allow_none=True).tag(sync=True)
+    explained_for = traitlets.Dict().tag(sync=True)
+    class_note = traitlets.Unicode("").tag(sync=True)
+    columns = traitlets.Int(0, min=0).tag(sync=True)
     image = PNG()
     heatmap = Array(ndim=2)
     opacity = traitlets.Float(0.5, min=0.0, max=1.0).tag(sync=True)
 
-    def __init__(self, session, state=None, *, page_size=12, opacity=0.5, **kwargs):
+    def __init__(self, session, state=None, *, page_size=12, opacity=0.5, columns=0, **kwargs):
         super().__init__(session, state, **kwargs)
         dataset = self.session.dataset
         self.count = 0 if dataset is None else len(dataset)
-        self.page_size, self.opacity = page_size, opacity
+        self.page_size, self.opacity, self.columns = page_size, opacity, columns
         self._mirror_state()
         self.state.observe(self._on_input, names=["sample", "custom", "target"])
         self.observe(self._on_page, names=["page", "page_size"])
         self.on_msg(self._on_message)
+        self.refresh()
+
+    def refresh(self):
+        """Load the page of thumbnails and explain the state's input (see :meth:`Component.refresh`)."""
         self._load_page()
         self._explain()
+
+    def clear_view(self, view):
+        """An input that cannot be explained shows no picture (and no caption of another input)."""
+        if view == "explain":
+            with self.hold_sync():
+                self.image, self.heatmap, self.explained_for = None, None, {}
 
     @traitlets.validate("page")
     def _valid_page(self, proposal):
@@ -183,10 +199,9 @@ class SampleView(Component):
         self.state.target = None if target is None else self.session.class_index(target)
 
     def _on_message(self, _, content, buffers):
-        if content.get("type") == "select":
-            self.select(content["index"])
-        elif content.get("type") == "target":
-            self.explain(content["target"])
+        actions = {"select": lambda: self.select(content["index"]), "target": lambda: self.explain(content["target"])}
+        if content.get("type") in actions:
+            self.act(actions[content["type"]], self._mirror_state)
 
     def _on_input(self, change):
         self._mirror_state(follow=change["name"] != "target")
@@ -235,6 +250,9 @@ class SampleView(Component):
         source, load = sample
         target = self.state.target
 
+        custom, note = self.state.custom is not None, self.state.custom_note
+        sample = None if custom else int(self.state.sample)
+
         def compute():
             x, label = load()
             output = self.session.crp.predict(x)
@@ -245,10 +263,12 @@ class SampleView(Component):
             shown = self.session.display(x)
             if heatmap.ndim == 1:  # a signal: its line plot with the relevance as a band under it (Sec. 3.5)
                 shown, heatmap = plot_signal(shown, heatmap, size=SIGNAL_SIZE), None
-            return shown, heatmap, prediction, explained, label, names
+            about = {"sample": sample, "label": label, "note": note}
+            return shown, heatmap, prediction, explained, label, names, about, self.session.class_note()
 
         def apply(result):
             with self.hold_sync():
-                self.image, self.heatmap, self.prediction, self.explained, self.label, self.classes = result
+                (self.image, self.heatmap, self.prediction, self.explained, self.label, self.classes,
+                 self.explained_for, self.class_note) = result  # fmt: skip
 
         self.schedule("explain", (id(self.session), "explain", source, target), compute, apply)

@@ -8,25 +8,32 @@ import hashlib
 import threading
 import time
 
-import numpy as np
 import torch
 import traitlets
 
 from ..engine import CRP, CRPError
 from ..engine.references import ReferenceViews
 from ..engine.store import Store, open_store
+from . import validation
+from .inputs import as_input
 from .worker import Worker
 
 
 class ExplorerState(traitlets.HasTraits):
     """The state linked widgets share; set it from Python to script the explorer.
 
+    A state bound to a session (:meth:`bind`; the explorer binds its own) refuses values the model or the dataset
+    does not have: an unknown layer, a channel or sample out of range, a class the model has no output for, an
+    input it cannot take. The refused assignment raises :class:`~crp_widgets.widgets.validation.StateError`, the
+    state keeps its last valid value and :attr:`refused` says why (the explorer shows it).
+
     Attributes
     ----------
     sample : int
-        Index of the explained sample in the session's dataset.
+        Index of the explained sample in the session's dataset. Setting it leaves a custom input.
     custom : torch.Tensor or None
-        An input given directly (tensor, array or PIL image after the session's ``transform``); overrides ``sample``.
+        An input given directly (tensor, array or PIL image, converted by :func:`~crp_widgets.widgets.inputs.as_input`
+        once the state is bound); overrides ``sample``.
     target : int or None
         The explained class; ``None`` explains the prediction.
     layer : str
@@ -40,8 +47,12 @@ class ExplorerState(traitlets.HasTraits):
     localization : bool
         Class-free concept localisation: heatmaps start from the channels' activations (Sec. 2.3.5).
     basket : list[dict]
-        The examples of a user-defined concept (seed 004): ``{"dataset": name, "index": int}`` references into the
-        session's datasets, filled from the gallery or the concepts view.
+        The examples of a user-defined concept: ``{"dataset": name, "index": int}`` references into the session's
+        datasets, filled from the gallery or the concepts view.
+    refused : str
+        Why the last value set on a bound state was refused; empty once a value is accepted again.
+    custom_note : str
+        What was done to the custom input beyond a plain conversion (e.g. a resize), or empty.
     """
 
     sample = traitlets.Int(0)
@@ -53,6 +64,14 @@ class ExplorerState(traitlets.HasTraits):
     region = traitlets.Any(None, allow_none=True)
     localization = traitlets.Bool(False)
     basket = traitlets.List()
+    refused = traitlets.Unicode("")
+    custom_note = traitlets.Unicode("")
+
+    _session = None
+
+    def bind(self, session):
+        """Check every later value against ``session`` (its model, dataset and class names)."""
+        self._session = session
 
     def select(self, layer, channels):
         """Set the selected channels of ``layer`` (an empty list removes the layer's condition)."""
@@ -60,6 +79,75 @@ class ExplorerState(traitlets.HasTraits):
         if channels:
             conditions[layer] = sorted({int(c) for c in channels})
         self.conditions = conditions
+
+    def _checked(self, check, *args):
+        """``check(session, *args)`` on a bound state; a refusal is recorded in :attr:`refused` and raised."""
+        if self._session is None:
+            return args[-1]
+        try:
+            value = check(self._session, *args)
+        except Exception as error:
+            self.refused = str(error) or type(error).__name__
+            raise
+        self.refused = ""
+        return value
+
+    @traitlets.validate("sample")
+    def _valid_sample(self, proposal):
+        value = self._checked(validation.check_sample, proposal["value"])
+        if self.custom is not None:  # a dataset sample replaces the custom input
+            self.custom = None
+        return value
+
+    @traitlets.validate("custom")
+    def _valid_custom(self, proposal):
+        if proposal["value"] is None or self._session is None:
+            self.custom_note = ""
+            return proposal["value"]
+        x, note = self._checked(_check_custom, proposal["value"])
+        self.custom_note = note
+        return x
+
+    @traitlets.validate("target")
+    def _valid_target(self, proposal):
+        return self._checked(validation.check_target, proposal["value"])
+
+    @traitlets.validate("layer")
+    def _valid_layer(self, proposal):
+        if not proposal["value"] and self._session is None:
+            return proposal["value"]
+        return self._checked(validation.check_layer, proposal["value"])
+
+    @traitlets.validate("channel")
+    def _valid_channel(self, proposal):
+        return self._checked(validation.check_channel, self.layer, proposal["value"])
+
+    @traitlets.validate("conditions")
+    def _valid_conditions(self, proposal):
+        return self._checked(validation.check_conditions, proposal["value"])
+
+    @traitlets.observe("layer")
+    def _channel_of_the_layer(self, change):
+        """A channel in focus that the new layer does not have leaves the focus (the explorer focuses its top one)."""
+        if self._session is None or self.channel is None:
+            return
+        count = self._session.channel_count(self.layer)
+        if count is not None and self.channel >= count:
+            self.channel = None
+
+
+def _check_custom(session, value):
+    """A custom input converted (:func:`as_input`) and tried on the model: ``(tensor, note)``."""
+    like = session.item(0)[0] if session.dataset is not None and len(session.dataset) else None
+    x, note = as_input(value, session.transform, like)
+    try:
+        session.crp.predict(x)
+    except CRPError as error:
+        accepted = f"; the dataset's samples are {list(like.shape)}" if like is not None else ""
+        raise validation.StateError(
+            f"the model cannot take this input of shape {list(x.shape)}: {error}{accepted}"
+        ) from None
+    return x, note
 
 
 def _default_display(x):
@@ -106,10 +194,12 @@ class Session:
         self._classes = list(classes) if classes is not None else getattr(dataset, "classes", None)
         self.store = None
         self.views = None
-        self.labels = {}  # concept labels per layer (Network Dissection, seed 002): see label()
+        self.labels = {}  # concept labels per layer (Network Dissection, Bau et al. 2017): see label()
         self._label_listeners = []
         self._store_lock = threading.Lock()
         self._store_read = 0.0
+        self._outputs = None
+        self._channels = None
         if store is not None:
             self.attach_store(store)
 
@@ -161,19 +251,71 @@ class Session:
         labels = self.labels.get(layer)
         return labels.describe() if labels is not None else {}
 
+    def outputs(self):
+        """The model's number of outputs (counted on the dataset's first sample), or ``None`` without a dataset."""
+        if self._outputs is None and self.dataset is not None and len(self.dataset):
+            self._outputs = int(self.crp.predict(self.item(0)[0]).shape[-1])
+        return self._outputs
+
+    def channel_count(self, layer):
+        """The channel count of ``layer`` (any layer the CRP knows, on the dataset's first sample), or ``None``."""
+        if self._channels is None or layer not in self._channels:
+            if self.dataset is None or not len(self.dataset):
+                return None
+            self._channels = {info.name: int(info.channels) for info in self.crp.layers(self.item(0)[0])}
+        return self._channels.get(layer)
+
+    def class_names(self, outputs):
+        """One name per output: the given class names, then ``output <i>`` for outputs without a name.
+
+        Parameters
+        ----------
+        outputs : int
+            The number of model outputs.
+        """
+        names = list(self._classes) if self._classes is not None else []
+        if self._classes is None:
+            return [str(i) for i in range(outputs)]
+        return [str(n) for n in names[:outputs]] + [f"output {i}" for i in range(len(names), outputs)]
+
     @property
     def classes(self):
-        """Class names, by output index."""
-        if self._classes is None:
-            x = self.input(ExplorerState())
-            self._classes = [str(i) for i in range(int(self.crp.predict(x).shape[-1]))]
-        return list(self._classes)
+        """Class names, by output index (one per output; see :meth:`class_names`)."""
+        outputs = self.outputs()
+        if outputs is None:
+            if self._classes is None:
+                raise CRPError("no class names: give classes=[...] or a dataset to count the model's outputs on")
+            return [str(n) for n in self._classes]
+        return self.class_names(outputs)
+
+    def class_name(self, cls):
+        """The name of output ``cls`` (its number when the session knows no names)."""
+        try:
+            names = self.classes
+        except CRPError:
+            return str(cls)
+        return names[cls] if 0 <= cls < len(names) else f"output {cls}"
+
+    def class_note(self):
+        """A note when the class names do not match the model's outputs (``""`` when they do, or cannot tell)."""
+        outputs = self.outputs() if self._classes is not None else None
+        if outputs is None or len(self._classes) == outputs:
+            return ""
+        names = len(self._classes)
+        if names < outputs:
+            return (
+                f"The model has {outputs} outputs but {names} class names were given: outputs {names} to "
+                f"{outputs - 1} are named by their number."
+            )
+        unused = names - outputs
+        return f"The model has {outputs} outputs but {names} class names were given: the last {unused} are unused."
 
     def class_index(self, name_or_index):
         """The output index of a class given by name or index."""
         if isinstance(name_or_index, str):
             if name_or_index not in self.classes:
-                raise CRPError(f"unknown class {name_or_index!r}; classes: {', '.join(self.classes)}")
+                shown = ", ".join(self.classes[:20]) + (", ..." if len(self.classes) > 20 else "")
+                raise CRPError(f"unknown class {name_or_index!r}; classes: {shown}")
             return self.classes.index(name_or_index)
         return int(name_or_index)
 
@@ -191,10 +333,10 @@ class Session:
     def input(self, state):
         """The input the state points at (its ``custom`` input, or dataset sample ``state.sample``)."""
         if state.custom is not None:
-            custom = state.custom
-            if self.transform is not None and not isinstance(custom, (torch.Tensor, np.ndarray)):
-                custom = self.transform(custom)
-            return torch.as_tensor(custom)
+            if isinstance(state.custom, torch.Tensor):
+                return state.custom
+            like = self.item(0)[0] if self.dataset is not None and len(self.dataset) else None
+            return as_input(state.custom, self.transform, like)[0]
         return self.item(state.sample)[0]
 
     def source(self, state):

@@ -19,7 +19,7 @@ from ..engine import CRPError
 from ..render.signals import LINE_COLOURS, signal_display
 from .channels import default_layer, frozen
 from .component import Panel
-from .heatmaps import AND, describe_conditions
+from .heatmaps import heatmap_caption
 from .sample import class_names
 from .session import ExplorerState, _default_display
 
@@ -112,6 +112,10 @@ class SignalView(Panel):
         self._build()
         self.state.observe(self._on_state, names=["sample", "custom", "target", "layer", "conditions", "region"])
         self.observe(lambda _: self._draw_channels(), names=["top_k"])
+        self.refresh()
+
+    def refresh(self):
+        """The signal and the channels' heatmaps for the current state (see :meth:`Panel.refresh`)."""
         self._draw_signal()
         self._draw_channels()
 
@@ -230,8 +234,7 @@ class SignalView(Panel):
             explained = self.session.explained_class(x, target)
             heatmap = crp.attribute(x, explained, conditions).heatmap
             name = class_names(self.session, int(output.shape[-1]))[explained]
-            text = describe_conditions(conditions, crp.layer_names)
-            caption = f"R(x | y = {name}" + (f"{AND}{text})" if text else ")")
+            caption, _ = heatmap_caption(name, conditions, crp.layer_names)
             return np.asarray(self.session.display(x), dtype=np.float32), heatmap.numpy(), caption
 
         def apply(result):
@@ -315,5 +318,5 @@ class SignalView(Panel):
         self._channel_box.children = tuple(self._channel_figures[: len(heatmaps)])
         where = "selected" if info["selected"] else f"top {len(info['channels'])}"
         region = info["region"]
-        scope = f" in the region t = {region[0]}..{region[1] - 1} (Eq. 11-12)" if region else ""
-        self._channels_title.value = f"Conditional heatmaps (Eq. 9) of the {where} channels of {info['layer']}{scope}"
+        scope = f", ranked inside t = {region[0]}..{region[1] - 1}" if region else ""
+        self._channels_title.value = f"Heatmap per channel: the {where} channels of {info['layer']}{scope}"

@@ -22,13 +22,15 @@ from ..engine.similarity import concept_similarity, embed, similar
 from ..render.colormap import to_uint8
 from ..render.images import encode_png
 from ..render.signals import heatmap_picture, input_picture, plot_heatmap
+from .charts import about, colour_bar
 from .component import Panel
 from .gallery import class_name, displayed
+from .worker import current_task
 
 __all__ = ["ConceptSimilarityView", "activation_picture", "reference_grid", "tile"]
 
 NO_STORE = (
-    "No reference store: concept similarity compares channels over their RelMax reference samples (Sec. 4.4). "
+    "No reference store: concept similarity compares channels over their most relevant reference samples. "
     "Scan a dataset first (store = cw.scan(cw.CRP(model), dataset, layers=[...], path='references')) and give "
     "it to the explorer (store=...) or to the Session."
 )
@@ -54,7 +56,7 @@ def reference_grid(session, layer, channel, k=4, cls=None, heatmap=False, size=T
     """A channel's ``k`` RelMax references (receptive-field crops, Fig. 8) side by side, as PNG bytes.
 
     With ``heatmap`` the full samples are shown with the conditional heatmap of the channel's most relevant neuron
-    (Fig. 23, below the references); ``cls`` gives class-conditional references (Fig. 13).
+    drawn over them (Fig. 23); ``cls`` gives class-conditional references (Fig. 13).
     """
     views = session.views.views(layer, channel, k=k, cls=cls)
     if not views:
@@ -62,12 +64,11 @@ def reference_grid(session, layer, channel, k=4, cls=None, heatmap=False, size=T
     tiles = []
     for view in views:
         if heatmap:
-            picture = input_picture(displayed(session, view.sample))
-            colours = heatmap_picture(view.heatmap)
-            tiles.append(np.concatenate([tile(picture, size), tile(colours, size)], axis=0))
+            sample = displayed(session, view.sample)
+            tiles.append(tile(heatmap_picture(view.heatmap, sample if np.ndim(sample) == 3 else None), size))
         else:
             tiles.append(tile(displayed(session, view.crop), size))
-    gap = np.full((tiles[0].shape[0], 2, 3), 255, dtype=np.uint8)
+    gap = np.full((tiles[0].shape[0], 2, 3), 128, dtype=np.uint8)  # grey: quiet in light and dark themes
     row = [part for t in tiles for part in (t, gap)][:-1]
     return encode_png(np.concatenate(row, axis=1))
 
@@ -99,6 +100,7 @@ class ComputesWhenShown:
 
     def _start(self, change=None):
         if not self._started and self.active:
+            self._stale = False
             self.refresh()
 
     def _repr_mimebundle_(self, **kwargs):
@@ -151,7 +153,8 @@ class ConceptSimilarityView(ComputesWhenShown, Panel):
         self._hovered = None
         self.header = ipywidgets.HTML("")
         self.hover_image = _image(b"")
-        self.hover_label = ipywidgets.HTML("<b>hover a channel</b>")
+        self.hover_image.layout.display = "none"  # no picture yet: nothing, rather than a broken image
+        self.hover_label = ipywidgets.HTML("<b>Hover a channel</b> to see its reference samples.")
         x, y = bqplot.LinearScale(), bqplot.LinearScale()
         colour = bqplot.ColorScale(scheme="viridis", min=0.0, max=1.0)
         self.scatter = bqplot.Scatter(
@@ -163,7 +166,7 @@ class ConceptSimilarityView(ComputesWhenShown, Panel):
         self.scatter.on_element_click(self._on_click)
         self.scatter.observe(self._on_selected, names=["selected"])
         self.scatter.on_hover(self._on_hover)
-        axes = [bqplot.ColorAxis(scale=colour, side="right", label="rho")]
+        axes = [bqplot.ColorAxis(scale=colour, side="right", label="similarity")]
         self.figure = bqplot.Figure(
             marks=[self.scatter], axes=axes, fig_margin={"top": 10, "bottom": 10, "left": 10, "right": 60},
             layout=ipywidgets.Layout(width="440px", height="400px"), title="",
@@ -187,21 +190,26 @@ class ConceptSimilarityView(ComputesWhenShown, Panel):
         self._started = True
         store = self.session.current_store()
         if store is None:
+            self.drop("embedding")
             self.settle("embedding")
             self.set_body(ipywidgets.HTML(f"<p>{html.escape(NO_STORE)}</p>"))
             return
         layer, k, seed = self.state.layer, self.k, self.seed
         if not layer:
+            self.drop("embedding")
             self.set_body(ipywidgets.HTML("<p>Choose a layer.</p>"))
             return
         crp, datasets = self.session.crp, self.session.datasets
 
         def compute():
+            task = current_task()
+            task.step(0, 2)
             rho = concept_similarity(crp, store, datasets, layer, k=k)
+            task.step(1, 2)
             return layer, rho, embed(rho, seed=seed)
 
         key = ("similarity", str(store.path), store.manifest.get("tables"), store.samples, layer, k, seed)
-        self.schedule("embedding", key, compute, self._apply)
+        self.analyse("embedding", key, compute, self._apply, f"similarity of the channels of {layer}")
 
     # ---------------------------------------------------------------------------------------------- internals
 
@@ -230,10 +238,13 @@ class ConceptSimilarityView(ComputesWhenShown, Panel):
         valid = channel is not None and 0 <= channel < count
         self.scatter.color = self.rho[channel].numpy() if valid else np.zeros(count, dtype=np.float32)
         self.scatter.selected = [channel] if valid else None
-        focus = f"coloured by rho to channel {channel}" if valid else "click a channel to colour by similarity to it"
-        self.header.value = (
-            f"<b>{html.escape(self._shown)}</b>: {count} channels, t-SNE of 1 - rho over {self.k} RelMax references "
-            f"each (Eq. 30-31); {focus}"
+        focus = f"colour: similarity to channel {channel}" if valid else "click a channel to colour by similarity to it"
+        words = (
+            f": placed so that channels whose {self.k} most relevant reference samples look alike to the layer sit "
+            f"close together; {focus}"
+        )
+        self.header.value = f"<b>{count} channels of {html.escape(self._shown)}</b>" + about(
+            words, "similarity rho of Achtibat et al. 2023, Sec. 4.4, Eq. 30-31; the map is t-SNE of 1 - rho", False
         )
 
     def _on_state(self, change):
@@ -266,7 +277,8 @@ class ConceptSimilarityView(ComputesWhenShown, Panel):
 
         def apply(data):
             self.hover_image.value, self.hover_image.layout.width = data, _width(data)
-            self.hover_label.value = f"<b>channel {index}</b>: RelMax references"
+            self.hover_image.layout.display = "" if data else "none"
+            self.hover_label.value = f"<b>channel {index}</b>: its most relevant reference samples"
 
         key = ("similarity-refs", str(store.path), store.samples, layer, index, k)
         self.schedule("tooltip", key, lambda: reference_grid(self.session, layer, index, k=k), apply)
@@ -296,7 +308,8 @@ class ConceptSimilarityView(ComputesWhenShown, Panel):
             strip, chosen, rows = result
             self.cluster = cluster
             self.strip.children = [
-                _labelled(f"channel <b>{c}</b>, rho {v:.2f}", _image(png)) for c, v, png in zip(cluster, values, strip)
+                _labelled(f"channel <b>{c}</b>, similarity {v:.2f}", _image(png))
+                for c, v, png in zip(cluster, values, strip)
             ]
             self._setting_pair = True
             options = [(name, i) for i, name in enumerate(names)]
@@ -305,13 +318,14 @@ class ConceptSimilarityView(ComputesWhenShown, Panel):
                 self.class_a.value, self.class_b.value = chosen
             self._setting_pair = False
             legend = ipywidgets.HTML(
-                "Fig. 26: the cluster on a sample of each class: activation (grey, one scale per row), conditional "
-                "heatmap (bwr) and the channel's share of the layer's relevance for that class"
+                "The similar channels on a sample of each class: activation (grey, one scale per row), heatmap over "
+                "the sample, and the channel's share of the layer's summed |R| for that class."
             )
-            self.comparison.children = [legend, *(self._row_widget(row) for row in rows)]
+            scale = ipywidgets.HTML(colour_bar(), layout=ipywidgets.Layout(width="320px"))
+            self.comparison.children = [legend, *(self._row_widget(row) for row in rows), scale]
 
         key = ("similarity-cluster", str(store.path), store.samples, layer, tuple(cluster), pair, rho_k)
-        self.schedule("cluster", key, compute, apply)
+        self.analyse("cluster", key, compute, apply, f"channels like channel {channel}")
 
     def _class_row(self, store, layer, cluster, cls):
         """Activations, conditional heatmaps and relevance of the cluster on a sample of class ``cls`` (Fig. 26)."""
@@ -328,12 +342,14 @@ class ConceptSimilarityView(ComputesWhenShown, Panel):
         share = relevance[cluster] / max(float(relevance.abs().sum()), 1e-12)
         heatmaps = crp.conditional_heatmaps(x, layer, cluster, target=cls)
         peak = float(activation.max())
+        shown = displayed(self.session, x)
+        under = shown if np.ndim(shown) == 3 else None
         return {
             "cls": cls,
             "sample": reference.index,
-            "image": encode_png(tile(displayed(self.session, x))),
+            "image": encode_png(tile(shown)),
             "cells": [
-                (c, encode_png(activation_picture(a, peak)), encode_png(tile(heatmap_picture(h))), float(s))
+                (c, encode_png(activation_picture(a, peak)), encode_png(tile(heatmap_picture(h, under))), float(s))
                 for c, a, h, s in zip(cluster, activation, heatmaps, share)
             ],
         }
@@ -346,7 +362,7 @@ class ConceptSimilarityView(ComputesWhenShown, Panel):
         for channel, activation, heatmap, share in row["cells"]:
             cells.append(
                 _labelled(
-                    f"ch {channel}: R {100 * share:+.1f} %",
+                    f"ch {channel}: {100 * share:+.1f} % of |R|",
                     ipywidgets.HBox([_image(activation), _image(heatmap)]),
                 )
             )

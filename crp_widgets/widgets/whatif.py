@@ -20,16 +20,25 @@ import torch
 from ..engine import CRPError
 from ..engine.whatif import insertion_curve, switch_off
 from .channels import default_layer
+from .charts import COLOURS, about, figure, legend, with_legend
 from .component import Panel
 from .heatmap import HeatmapView
 from .sample import class_names
+from .worker import current_task
 
 __all__ = ["WhatIfView", "parse_channels"]
 
 DRAWN = "drawn region"
 EVERYWHERE = "everywhere"
-COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-           "#17becf"]  # fmt: skip
+SCORE_COLOURS = ["#9e9e9e", "#1976d2"]
+MAX_BARS = 20  # class scores shown at most (those with the largest output before or after)
+
+
+def _top_classes(values, count):
+    """The classes (columns of ``values``) to show: all of up to ``count``, else those with the largest outputs."""
+    if values.shape[1] <= count:
+        return list(range(values.shape[1]))
+    return sorted(np.argsort(-values.max(axis=0))[:count].tolist())
 
 
 def parse_channels(text):
@@ -51,18 +60,12 @@ def _mask_key(mask):
     return (data.shape, hashlib.blake2b(data.tobytes(), digest_size=12).hexdigest())
 
 
-def _figure(marks, x_label, y_label, title, css, rotate=0, ticks=None):
-    axes = [
-        bqplot.Axis(scale=marks[0].scales["x"], side="bottom", label=x_label, tick_rotate=rotate, tick_values=ticks),
-        bqplot.Axis(scale=marks[0].scales["y"], side="left", label=y_label),
+def _axes(scales, y_label):
+    """Axes of a sweep plot: alpha from 0 to 1 at the bottom, ``y_label`` on the left."""
+    return [
+        bqplot.Axis(scale=scales["x"], side="bottom", label="alpha", tick_values=np.linspace(0.0, 1.0, 6)),
+        bqplot.Axis(scale=scales["y"], side="left", label=y_label),
     ]
-    figure = bqplot.Figure(
-        marks=marks, axes=axes, title=title, legend_location="top-left",
-        fig_margin={"top": 40, "bottom": 40 + (60 if rotate else 0), "left": 50, "right": 10},
-        layout=ipywidgets.Layout(width="440px", height=f"{300 + (60 if rotate else 0)}px"),
-    )  # fmt: skip
-    figure.add_class(css)
-    return figure
 
 
 class WhatIfView(Panel):
@@ -115,22 +118,27 @@ class WhatIfView(Panel):
         self._quiet = False
         self._build_switch()
         self._build_sweep()
+        wrap = ipywidgets.Layout(flex_flow="row wrap", align_items="center")
         switch_box = ipywidgets.VBox(
             [
-                ipywidgets.HTML("<b>Switch off / scale channels</b> (Sec. 4.1)"),
-                ipywidgets.HBox([self.channels, self.top_button, self.factor]),
+                ipywidgets.HTML(about("Switch channels off or scale them",
+                                      "Interventions on a layer's activations: Achtibat et al. 2023, Sec. 4.1")),
+                ipywidgets.HBox([self.channels, self.top_button, self.factor], layout=wrap),
                 self.summary,
-                ipywidgets.HBox([self.score_figure, self.heatmap_before, self.heatmap_after]),
+                ipywidgets.HBox([with_legend(self.score_figure, self.scores_key), self.heatmap_before,
+                                 self.heatmap_after], layout=wrap),
             ]
-        )
+        )  # fmt: skip
         sweep_box = ipywidgets.VBox(
             [
-                ipywidgets.HTML("<b>Insert / replace a concept</b> (Sec. 4.2, Eq. 27-29)"),
-                ipywidgets.HBox([self.donor, self.mode, self.region]),
-                ipywidgets.HBox([self.alpha, self.at_alpha]),
-                ipywidgets.HBox([self.output_figure, self.relevance_figure]),
+                ipywidgets.HTML(about("Blend a donor's concept in",
+                                      "Insertion and replacement: Achtibat et al. 2023, Sec. 4.2, Eq. 27-29")),
+                ipywidgets.HBox([self.donor, self.mode, self.region], layout=wrap),
+                ipywidgets.HBox([self.alpha, self.at_alpha], layout=wrap),
+                ipywidgets.HBox([with_legend(self.output_figure, self.outputs_key),
+                                 with_legend(self.relevance_figure, self.relevance_key)], layout=wrap),
             ]
-        )
+        )  # fmt: skip
         switch_box.add_class("crpw-whatif-switch")
         sweep_box.add_class("crpw-whatif-sweep")
         self.add_class("crpw-whatif")
@@ -143,6 +151,10 @@ class WhatIfView(Panel):
         self.mode.observe(self._on_source, names=["value"])
         self.region.observe(lambda _: None if self._quiet else self._sweep(), names=["value"])
         self.alpha.observe(lambda _: self._show_alpha(), names=["value"])
+        self.refresh()
+
+    def refresh(self):
+        """Switch-off comparison and sweep for the current state (see :meth:`Panel.refresh`)."""
         self._update_regions()
         self._switch()
         self._sweep()
@@ -162,11 +174,16 @@ class WhatIfView(Panel):
         self.summary = ipywidgets.HTML("")
         self.summary.add_class("crpw-whatif-summary")
         x, y = bqplot.OrdinalScale(), bqplot.LinearScale()
+        # Horizontal bars: the class names read on the vertical axis, whatever their length.
         self.scores = bqplot.Bars(
-            x=[], y=[[], []], scales={"x": x, "y": y}, type="grouped", colors=["#9e9e9e", "#1976d2"],
-            labels=["before", "after"], display_legend=True,
+            x=[], y=[[], []], scales={"x": x, "y": y}, type="grouped", colors=SCORE_COLOURS,
+            labels=["before", "after"], orientation="horizontal",
         )  # fmt: skip
-        self.score_figure = _figure([self.scores], "", "output", "class scores", "crpw-whatif-scores", rotate=-40)
+        axes = [bqplot.Axis(scale=x, side="left"),
+                bqplot.Axis(scale=y, side="bottom", label="output")]  # fmt: skip
+        margin = {"top": 36, "bottom": 45, "left": 130, "right": 12}
+        self.score_figure = figure([self.scores], axes, "class scores", "crpw-whatif-scores", 380, 320, margin)
+        self.scores_key = ipywidgets.HTML(legend(["before", "after"], SCORE_COLOURS))
         small = {"layout": ipywidgets.Layout(width="230px")}
         self.heatmap_before = HeatmapView(caption="heatmap before", **small)
         self.heatmap_after = HeatmapView(caption="heatmap after", **small)
@@ -178,8 +195,9 @@ class WhatIfView(Panel):
         )  # fmt: skip
         self.donor.add_class("crpw-whatif-donor")
         self.mode = ipywidgets.ToggleButtons(
-            options=[("insert", "insert"), ("replace (averaged)", "replace")], value="insert",
-            style={"button_width": "130px"},
+            options=[("insert the donor", "insert"), ("replace by its average", "replace")], value="insert",
+            style={"button_width": "auto"},
+            tooltips=["blend the donor's activations into the sample", "blend in the donor averaged over space"],
         )  # fmt: skip
         self.region = ipywidgets.Dropdown(options=[EVERYWHERE], description="region")
         self.region.add_class("crpw-whatif-region")
@@ -187,25 +205,23 @@ class WhatIfView(Panel):
         self.alpha.add_class("crpw-whatif-alpha")
         self.at_alpha = ipywidgets.HTML("")
         self.at_alpha.add_class("crpw-whatif-at-alpha")
-        # Room right of alpha = 1 for the class names at the ends of the lines.
-        scales = {"x": bqplot.LinearScale(min=0.0, max=1.45), "y": bqplot.LinearScale()}
-        self.outputs_line = bqplot.Lines(x=[], y=[], scales=scales, labels_visibility="label", colors=COLOURS)
+        scales = {"x": bqplot.LinearScale(min=0.0, max=1.0), "y": bqplot.LinearScale()}
+        self.outputs_line = bqplot.Lines(x=[], y=[], scales=scales, colors=COLOURS)
         self.outputs_marker = bqplot.Lines(
-            x=[0.0, 0.0], y=[0.0, 0.0], scales=scales, colors=["#000"], line_style="dashed"
+            x=[0.0, 0.0], y=[0.0, 0.0], scales=scales, colors=["#9e9e9e"], line_style="dashed"
         )
-        self.output_figure = _figure(
-            [self.outputs_line, self.outputs_marker],
-            "alpha",
-            "output",
-            "class outputs",
-            "crpw-whatif-outputs",
-            ticks=np.linspace(0.0, 1.0, 6),
-        )
+        self.output_figure = figure(
+            [self.outputs_line, self.outputs_marker], _axes(scales, "output"), "class outputs",
+            "crpw-whatif-outputs", 380, 300,
+        )  # fmt: skip
+        self.outputs_key = ipywidgets.HTML("")
         rscales = {"x": bqplot.LinearScale(min=0.0, max=1.0), "y": bqplot.LinearScale()}
-        self.relevance_line = bqplot.Lines(x=[], y=[], scales=rscales, display_legend=True, colors=COLOURS)
-        self.relevance_figure = _figure(
-            [self.relevance_line], "alpha", "relevance", "most changing channels", "crpw-whatif-relevance"
-        )
+        self.relevance_line = bqplot.Lines(x=[], y=[], scales=rscales, colors=COLOURS)
+        self.relevance_figure = figure(
+            [self.relevance_line], _axes(rscales, "relevance"), "most changing channels", "crpw-whatif-relevance",
+            380, 300,
+        )  # fmt: skip
+        self.relevance_key = ipywidgets.HTML("")
 
     # ------------------------------------------------------------------------------------------------ reactions
 
@@ -288,9 +304,11 @@ class WhatIfView(Panel):
             return
         layer, target, factor = self.state.layer, self.state.target, float(self.factor.value)
         if not channels:
+            self.drop("switch")
             self.settle("switch")
             self.result = None
             self.summary.value = f"select channels of {html.escape(layer)} (channel selector, or type them)"
+            self.scores_key.value = ""
             with self.scores.hold_sync():
                 self.scores.x, self.scores.y = [], [[], []]
             self.heatmap_before.update(image=None, heatmap=None)
@@ -309,11 +327,14 @@ class WhatIfView(Panel):
             before, after = result.before.prediction, result.after.prediction
             names = class_names(self.session, len(before))
             values = np.stack([before.numpy(), after.numpy()])
+            shown = _top_classes(values, MAX_BARS)
+            values = values[:, shown]
             low, high = min(0.0, float(values.min())), max(0.0, float(values.max()))
             margin = 0.05 * (high - low or 1.0)
             with self.scores.hold_sync():
-                self.scores.x = names
+                self.scores.x = [names[c] for c in shown]
                 self.scores.y = values
+            self.scores_key.value = legend(["before", "after"], SCORE_COLOURS)
             self.scores.scales["y"].min, self.scores.scales["y"].max = low - margin, high + margin
             old, new = int(before.argmax()), int(after.argmax())
             what = "off" if factor == 0 else f"\N{MULTIPLICATION SIGN} {factor:g}"
@@ -345,6 +366,7 @@ class WhatIfView(Panel):
         def compute():
             x, _ = load()
             donor, _ = self.session.item(donor_index)
+            current_task().step(0, 1)
             return insertion_curve(
                 crp, x, donor, layer, None if mask is None else torch.as_tensor(mask), alphas=alphas,
                 averaged=averaged, track=track, target_classes=target,
@@ -358,17 +380,19 @@ class WhatIfView(Panel):
                 self.outputs_line.x = a
                 self.outputs_line.y = curve.output_mean.numpy().T
                 self.outputs_line.labels = names
+            self.outputs_key.value = legend(names, COLOURS * (len(names) // len(COLOURS) + 1))
             channels, mean, _ = curve.channel_curves()
             with self.relevance_line.hold_sync():
                 self.relevance_line.x = a
                 self.relevance_line.y = mean.numpy().T
                 self.relevance_line.labels = [f"{layer}:{int(c)}" for c in channels]
-            self.relevance_figure.title = f"most changing channels: R for {names[curve.target]}"
+            self.relevance_key.value = legend([f"channel {int(c)}" for c in channels], COLOURS)
+            self.relevance_figure.title = f"channels that change most (R for {names[curve.target]})"
             self._show_alpha()
 
         region = None if mask is None else _mask_key(mask)
         key = (id(self.session), "sweep", source, donor_index, layer, averaged, region, target, tuple(alphas), track)
-        self.schedule("sweep", key, compute, apply)
+        self.analyse("sweep", key, compute, apply, f"what-if sweep, for {self.describe_request()}")
 
     def _show_alpha(self):
         curve = self.curve

@@ -4,16 +4,25 @@ import { colorize } from "./colormap";
 import fixture from "./parity.fixture.json";
 
 describe("blend", () => {
-  const base = [10, 20, 30, 255, 200, 100, 0, 255];
-  const top = [250, 0, 0, 255, 0, 0, 250, 255];
+  const base = [10, 20, 30, 255, 200, 100, 0, 255, 40, 50, 60, 255];
+  const top = [255, 0, 0, 255, 0, 0, 255, 255, 255, 255, 255, 255];
 
-  it("shows the base at opacity 0 and the top at opacity 1", () => {
+  it("shows the image at opacity 0, and the pure colour of the largest relevance from opacity 0.5", () => {
     expect(Array.from(blend(base, top, 0))).toEqual(base);
-    expect(Array.from(blend(base, top, 1))).toEqual(top);
+    expect(Array.from(blend(base, top, 0.5)).slice(0, 8)).toEqual(top.slice(0, 8));
   });
 
-  it("mixes linearly, rounding half up, with opaque alpha", () => {
-    expect(Array.from(blend([0, 0, 1, 7], [255, 1, 0, 9], 0.5))).toEqual([128, 1, 1, 255]);
+  it("leaves pixels without relevance (white) as the image, whatever the opacity", () => {
+    expect(Array.from(blend(base, top, 1)).slice(8)).toEqual([40, 50, 60, 255]);
+  });
+
+  it("covers the image with the sign's pure colour in proportion to the relevance, rounding half up", () => {
+    // half the largest relevance: bwr (255, 128, 128), |v| = 127 / 255; at opacity 0.5 the weight is |v|
+    const w = (2 * 0.5 * 127) / 255;
+    const expected = [0, 0, 1].map((v, c) => Math.floor((1 - w) * v + w * [255, 0, 0][c] + 0.5));
+    expect(Array.from(blend([0, 0, 1, 7], [255, 128, 128, 9], 0.5))).toEqual([...expected, 255]);
+    const blue = Array.from(blend([100, 100, 100, 255], [64, 64, 255, 255], 1));
+    expect(blue).toEqual([0, 0, 255, 255]); // opacity 1 doubles the weight (clipped at 1)
   });
 
   it("rejects buffers of different lengths", () => {

@@ -1,5 +1,5 @@
 /**
- * The concept basket's drag-and-drop payload (seed 004 user concepts): reference-gallery tiles carry a
+ * The concept basket's drag-and-drop payload (user concepts, SACV, Wang & Lee 2022): reference-gallery tiles carry a
  * `{dataset, index}` reference under a private MIME type; the UserConceptView (js/concepts.ts) accepts it.
  */
 

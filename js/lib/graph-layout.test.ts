@@ -11,7 +11,9 @@ import {
   edgePath,
   edgeWidth,
   extent,
+  expandBlocker,
   formatShare,
+  missingReference,
   labelPoints,
   nearestFree,
   neighbour,
@@ -234,5 +236,42 @@ describe("neighbour", () => {
 
   it("answers null for an unknown node", () => {
     expect(neighbour(places, "nope", "down")).toBeNull();
+  });
+});
+
+describe("expandBlocker", () => {
+  const graph: GraphData = {
+    root: ["l3", 0],
+    layers: ["l3", "l2", "l1"],
+    lowest: "l1",
+    target: 0,
+    class: "a",
+    nodes: [],
+    edges: [{ source: ["l3", 0], target: ["l2", 4], relevance: 1, share: 0.5, added: false }],
+  };
+  const node = (layer: string, channel: number) => ({
+    layer,
+    channel,
+    level: 0,
+    relevance: 1,
+    share: 1,
+    added: false,
+    thumbnail: null,
+  });
+
+  it("lets a leaf above the lowest layer expand", () => {
+    expect(expandBlocker(node("l2", 4), graph)).toBeNull();
+  });
+
+  it("says why an expanded node or a node of the lowest layer has no plus", () => {
+    expect(expandBlocker(node("l3", 0), graph)).toMatch(/sub-concepts are shown already/);
+    expect(expandBlocker(node("l1", 2), graph)).toMatch(/l1 is the lowest explainable layer/);
+  });
+});
+
+describe("missingReference", () => {
+  it("names the store's layers or the missing store", () => {
+    expect(missingReference("l1", ["l2", "l3"])).toBe("no references: the store holds l2, l3, not l1");
+    expect(missingReference("l1", null)).toMatch(/no reference store/);
   });
 });

@@ -37,6 +37,8 @@ export interface GraphData {
   lowest: string;
   target: number;
   class: string;
+  /** The layers the reference store holds (`null` without a store). */
+  scanned?: string[] | null;
   nodes: GraphNodeData[];
   edges: GraphEdgeData[];
 }
@@ -233,4 +235,25 @@ export function neighbour(places: Map<string, Slot>, from: string, direction: Di
     }
   }
   return best;
+}
+
+/**
+ * Why a node of the graph has no "+" (it cannot expand), or `null` when it can: a node expands one layer deeper
+ * when no edge leaves it yet and a layer lies below its own.
+ */
+export function expandBlocker(node: GraphNodeData, graph: GraphData): string | null {
+  if (node.layer === graph.lowest) {
+    return `no "+": ${node.layer} is the lowest explainable layer, there is no layer below to expand into`;
+  }
+  const id = nodeId(node.layer, node.channel);
+  if (graph.edges.some((edge) => nodeId(...edge.source) === id)) {
+    return `no "+": its sub-concepts are shown already (the edges below it)`;
+  }
+  return null;
+}
+
+/** Why a node shows no reference picture: no store, or a store without the node's layer. */
+export function missingReference(layer: string, scanned: readonly string[] | null | undefined): string {
+  if (scanned === null || scanned === undefined) return "no references: the explorer has no reference store";
+  return `no references: the store holds ${scanned.join(", ") || "no layer"}, not ${layer}`;
 }

@@ -1,7 +1,8 @@
 /**
  * The frame every component draws into: a themed root, an error box bound to the `error` trait, a busy
- * indicator bound to `busy` (a computation is waiting or running in the kernel), and control keys kept
- * inside the widget (see keyboard.ts). Components put their content into `body` and register their model
+ * indicator bound to `busy` (a computation is waiting or running in the kernel) that says what it computes for
+ * (`computing`, e.g. "sample #5, features.conv4"), and control keys kept inside the widget (see keyboard.ts).
+ * While busy, the view still shows what it computed before, dimmed, with its own caption. Components put their content into `body` and register their model
  * listeners with `listen`, so that one `dispose` undoes everything.
  */
 import type { AnyModel } from "@anywidget/types";
@@ -65,9 +66,11 @@ export function mountShell<T extends ShellTraits>(el: HTMLElement, model: AnyMod
     true,
   );
   listen(
-    ["busy"],
+    ["busy", "computing"],
     () => {
       const isBusy = Boolean(anyModel.get("busy"));
+      const what = String(anyModel.get("computing") ?? "");
+      busy.textContent = what ? `computing for ${what}…` : "computing…";
       busy.hidden = !isBusy;
       root.classList.toggle("crpw-is-busy", isBusy);
       root.setAttribute("aria-busy", String(isBusy));

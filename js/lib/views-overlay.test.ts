@@ -33,9 +33,11 @@ describe("heatmaps from Array traits", () => {
 });
 
 describe("compose", () => {
-  it("blends a heatmap over an image of its size", () => {
-    const out = compose(solid(1, 1, 100), solid(1, 1, 200), 0.5);
-    expect(Array.from(out!.rgba)).toEqual([150, 150, 150, 255]);
+  it("draws a heatmap over an image of its size (see blend.ts)", () => {
+    const white = compose(solid(1, 1, 100), solid(1, 1, 255), 0.5); // no relevance: the image
+    expect(Array.from(white!.rgba)).toEqual([100, 100, 100, 255]);
+    const blue = { width: 1, height: 1, rgba: new Uint8ClampedArray([0, 0, 255, 255]) }; // the largest contradiction
+    expect(Array.from(compose(solid(1, 1, 100), blue, 0.5)!.rgba)).toEqual([0, 0, 255, 255]);
   });
 
   it("shows the heatmap alone while the image has another size, and the image without a heatmap", () => {
