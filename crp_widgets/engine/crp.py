@@ -104,6 +104,8 @@ class CRP:
         How many recorded forward passes to keep (each holds the graph of one input).
     vectorize : bool, optional
         Run the k backward passes of a layer's channels as one ``torch.func.vmap`` pass. By default only on GPUs.
+    epsilon : float
+        The stabiliser of the rules outside the composite's layers (sums, gates, normalisation, attention).
 
     Notes
     -----
@@ -114,13 +116,13 @@ class CRP:
     (Sec. 2.3.5), or from the whole output when there are no conditions (Fig. 2a).
     """
 
-    def __init__(self, model, composite=None, layers=(), cache_size=2, vectorize=None):
+    def __init__(self, model, composite=None, layers=(), cache_size=2, vectorize=None, epsilon=1e-6):
         if not isinstance(model, torch.nn.Module):
             raise CRPError(f"CRP explains a torch.nn.Module, got {type(model).__name__}")
         self.model = model
         self.composite = composite if composite is not None else default_composite(model)
         self.lock = threading.RLock()
-        self.context = Context(model, self.composite, cache_size=cache_size)
+        self.context = Context(model, self.composite, epsilon=epsilon, cache_size=cache_size)
         self.fields = Context(model, flat_composite(), mode="flat", cache_size=1)
         self.layer_names = explainable_layers(model)
         self.tapped = frozenset(self.layer_names)

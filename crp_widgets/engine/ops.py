@@ -444,6 +444,8 @@ def handler(function, where, name=None):
     if name in _IN_PLACE:  # out of place: the graph rebinds the name to the result
         name, callable_ = _IN_PLACE[name]
     elif name.endswith("_") and not name.startswith("_"):
+        if not hasattr(torch.Tensor, name[:-1]):  # zero_, fill_, copy_: only in place, only on constants
+            return Unsupported(where, method(name), f"{name} writes into an activation in place")
         name = name[:-1]
         callable_ = method(name)
     else:
