@@ -144,20 +144,20 @@ def _batch(crp, x, what):
     return batch
 
 
-def _positions(activation, axis):
-    """``[B, C, *spatial]`` -> ``[B, C, P]``: channels second, spatial positions flattened last."""
-    activation = torch.movedim(activation, axis % activation.ndim, 1)
+def _positions(activation, layout):
+    """A layer's output -> ``[B, C, P]``: channels second, its grid positions flattened last; and the grid."""
+    activation = layout.to_grid(activation)
     return activation.reshape(activation.shape[0], activation.shape[1], -1), tuple(activation.shape[2:])
 
 
 def _activations(crp, layer, batch, batch_size):
-    """Activations ``[B, C, P]`` of ``layer`` (canonized model, no gradients) and the layer's spatial shape."""
-    axis = crp.channel_axis(crp.validate_layer(layer))
+    """Activations ``[B, C, P]`` of ``layer`` (canonized model, no gradients) and the layer's grid."""
+    crp.validate_layer(layer)
     parts = []
     for start in range(0, len(batch), batch_size):
         _, found = crp.evaluate(batch[start : start + batch_size], record=[layer])
         parts.append(found[layer])
-    return _positions(torch.cat(parts), axis)
+    return _positions(torch.cat(parts), crp.layout(layer))
 
 
 def _coverage(masks, count, input_shape, spatial, device):
@@ -370,9 +370,9 @@ def _gradients(crp, batch, layer, target):
         raise CRPError(f"class {target.tolist()} is out of range: the model has {classes} outputs")
     logits = output.gather(1, target.to(output.device)[:, None]).sum()
     (gradient,) = torch.autograd.grad(logits, found[layer])
-    axis = crp.channel_axis(layer)
-    activation, spatial = _positions(found[layer].detach(), axis)
-    gradient, _ = _positions(gradient, axis)
+    layout = crp.layout(layer)
+    activation, spatial = _positions(found[layer].detach(), layout)
+    gradient, _ = _positions(gradient, layout)
     return activation, gradient, spatial, output.detach()
 
 

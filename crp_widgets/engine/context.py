@@ -43,6 +43,7 @@ class Context:
         self._parameters = {}
         self.passes = collections.OrderedDict()
         self.axes = {}
+        self.layouts = {}  # layer -> Layout, as seen in the last pass
 
     def refresh(self):
         """Compare the model with the state the caches were made for; drop what a change invalidates."""
@@ -50,7 +51,7 @@ class Context:
         if state != self.state:
             if self.state is None or not state.same_modules(self.state):
                 self._graph = None
-                self.axes = {}
+                self.axes, self.layouts = {}, {}
             self._parameters.clear()
             self.passes.clear()
             self.state = state

@@ -20,7 +20,15 @@ from zennit.types import Linear as LinearTypes
 from .composites import default_composite
 from .context import Context
 from .errors import CRPError
-from .inspection import InputSpec, LayerInfo, channel_list, check_finite, explainable_layers, resolve_layer
+from .inspection import (
+    InputSpec,
+    LayerInfo,
+    channel_list,
+    check_finite,
+    explainable_layers,
+    layer_groups,
+    resolve_layer,
+)
 from .inspection import validate_input as _validate_input
 from .interventions import Edit, edits_key
 from .receptive import bounding_box
@@ -178,6 +186,16 @@ class CRP:
         """The axis of ``layer``'s output that holds its channels (as seen in the last forward pass)."""
         return self.context.channel_axis(layer)
 
+    def layout(self, layer):
+        """Where ``layer``'s channels and positions lie (:class:`~crp_widgets.engine.inspection.Layout`).
+
+        As seen in the last forward pass; raises if none has tapped the layer yet.
+        """
+        layout = self.context.layouts.get(layer)
+        if layout is None:
+            raise CRPError(f"layer {layer!r} has not run yet: run a forward pass (e.g. crp.predict(x)) first")
+        return layout
+
     def channels(self, forward, layer, channels, ordered=False):
         """Validate channel indices of ``layer``; return them sorted (``ordered``: as given)."""
         tap = forward.tap(layer)
@@ -300,6 +318,21 @@ class CRP:
         )
 
     # ------------------------------------------------------------------------------------------------- public API
+
+    def layer_groups(self):
+        """The layers a user explores, grouped (block outputs by stage, else conv/linear layers by parent).
+
+        Only layers that run once per forward pass; any other module can still be named as a layer.
+
+        Returns
+        -------
+        list[tuple[str, list[str]]]
+            See :func:`crp_widgets.engine.inspection.layer_groups`.
+        """
+        with self.lock:
+            self.context.refresh()
+            calls = self.context.graph().layers
+        return layer_groups(self.model, lambda name: calls.get(name) == 1)
 
     def layers(self, x):
         """The explainable layers with their output shapes and channel counts, in forward order.

@@ -131,9 +131,7 @@ def _activations(crp, dataset, layer, batch):
     device = next(iter(crp.model.parameters()), torch.empty(0)).device
     x = torch.stack([_input(dataset[i]) for i in batch]).to(device)
     _, found = crp.evaluate(x, record=[layer])
-    activation = found[layer]
-    axis = crp.channel_axis(layer) % activation.ndim
-    return activation.movedim(axis, 1).float(), tuple(x.shape[2:])
+    return crp.layout(layer).to_grid(found[layer]).float(), tuple(x.shape[2:])
 
 
 def interpolation_matrix(out, size, device=None):

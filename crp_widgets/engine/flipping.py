@@ -357,9 +357,9 @@ class _Rows(Edit):
     def __init__(self, samples, factors):
         self.samples, self.scale = samples, Scale(factors)
 
-    def __call__(self, activation, axis):
+    def __call__(self, activation, layout):
         """Repeat every sample's activation for its rows and scale each row's channels."""
-        return self.scale(activation[self.samples], axis)
+        return self.scale(activation[self.samples], layout)
 
     def key(self):
         """The rows' samples and factors, as a hashable value."""

@@ -18,6 +18,7 @@ from . import ops
 from .axes import channel_axis
 from .errors import CRPError, ModelForwardError, UnsupportedModelError
 from .graph import attribute
+from .inspection import Layout
 from .rules import Rule, connect
 
 
@@ -47,6 +48,8 @@ class Tap:
         Called as ``observer(name, relevance)`` with the (masked) relevance passing the tap.
     problem : str or None
         Why the layer cannot be tapped (e.g. it returns a tuple).
+    layout : Layout
+        Where the layer's channels and positions lie (see :class:`~crp_widgets.engine.inspection.Layout`).
     """
 
     name: str
@@ -59,6 +62,7 @@ class Tap:
     mask: torch.Tensor = None
     observer: object = None
     problem: str = None
+    layout: object = None
 
 
 class _TapRule(Rule):
@@ -89,12 +93,12 @@ class _TapRule(Rule):
 class _EditRule(Rule):
     """An edit of a layer's output (Sec. 4.1-4.3); relevance passes it unchanged to the layer's rule."""
 
-    def __init__(self, edit, axis):
-        self.edit, self.axis = edit, axis
+    def __init__(self, edit, layout):
+        self.edit, self.layout = edit, layout
 
     def forward(self, input):
         """The edited output."""
-        return self.edit(input, self.axis), None
+        return self.edit(input, self.layout), None
 
     def backward(self, state, relevance):
         """Pass the relevance unchanged."""
@@ -140,6 +144,7 @@ class Run:
         """Run the program on ``input``; return the model's output."""
         self.explains = self.mode != "plain" and torch.is_grad_enabled()
         self.graph = self.context.graph(input)
+        self.spatial = tuple(input.shape[2:])
         values, axes = {}, {}
         for step in self.graph.steps:
             node = step.node
@@ -192,16 +197,19 @@ class Run:
                 raise CRPError(f"layer {name!r} returns {type(value).__name__}; only tensor outputs can be edited")
             return value
         axis = self.context.channel_axis(name, value, axis)
+        layout = self.context.layouts[name] = Layout.of(value.shape, axis, self.spatial)
         if edit is not None:
             value = (
-                connect(_EditRule(edit, axis), value) if self.explains and value.requires_grad else edit(value, axis)
+                connect(_EditRule(edit, layout), value)
+                if self.explains and value.requires_grad
+                else edit(value, layout)
             )
         if tap is not None:
             if self.mode == "plain" and torch.is_grad_enabled() and not value.requires_grad:
                 value = value.detach().requires_grad_()  # gradients with respect to the layer's output
             tap.calls += 1
             tap.order, self.counter = self.counter, self.counter + 1
-            tap.axis = axis
+            tap.axis, tap.layout = axis, layout
             if self.observe is not None:
                 self.observe(name, value.detach())
             else:

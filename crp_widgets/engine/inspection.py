@@ -207,3 +207,127 @@ def channel_list(channels, layer, count, ordered=False):
             )
         result.append(int(channel))
     return result if ordered else sorted(set(result))
+
+
+_CONTAINERS = (torch.nn.Sequential, torch.nn.ModuleList, torch.nn.ModuleDict)
+
+
+def layer_groups(model, runs_once=None):
+    """The layers a user explores, grouped: the outputs of the model's blocks by stage, or its conv/linear layers.
+
+    A block is a module with submodules of a type that occurs more than once (a ResNet ``BasicBlock``, a
+    transformer's encoder layer, an ``MBConv``), not inside another block; its stage is the module holding it. A
+    sequence of blocks of one type (RegNet's stages) is a stage, not a block. A model without repeated blocks (VGG,
+    a small CNN) lists its convolution and linear layers by parent module.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model.
+    runs_once : Callable[[str], bool], optional
+        Whether a layer runs exactly once per forward pass (others cannot carry conditions); default: all do.
+
+    Returns
+    -------
+    list[tuple[str, list[str]]]
+        ``(group, layers)`` in definition order; the group is a stage's name, ``"stem"`` for the convolutions before
+        the first block outside any block, or the parent module's name.
+    """
+    runs_once = runs_once or (lambda name: True)
+    modules = dict(model.named_modules())
+    candidates = [name for name, module in modules.items() if name and _composite(module) and runs_once(name)]
+    counts = {}
+    for name in candidates:
+        counts[type(modules[name])] = counts.get(type(modules[name]), 0) + 1
+    blocks = []
+    for name in candidates:
+        repeated = counts[type(modules[name])] > 1 and not _stage(modules[name])
+        if repeated and not any(name.startswith(block + ".") for block in blocks):
+            blocks.append(name)
+    if len(blocks) < 2:
+        return _by_parent([name for name in explainable_layers(model) if runs_once(name)])
+    order = list(modules)
+    first = blocks[0]
+    stem = [
+        name
+        for name in explainable_layers(model)
+        if order.index(name) < order.index(first) and runs_once(name)
+        and not any(name.startswith(block + ".") for block in blocks)
+    ]  # fmt: skip
+    return ([("stem", stem)] if stem else []) + _by_parent(blocks)
+
+
+def _composite(module):
+    """A module with submodules that is not a bare container (``Sequential``, ``ModuleList``, ``ModuleDict``)."""
+    return any(True for _ in module.children()) and type(module) not in _CONTAINERS
+
+
+def _stage(module):
+    """A sequence of at least two blocks of one type (e.g. a RegNet stage): a stage, not a block."""
+    children = list(module.children())
+    kinds = {type(child) for child in children}
+    return isinstance(module, torch.nn.Sequential) and len(children) > 1 and len(kinds) == 1 and _composite(children[0])
+
+
+def _by_parent(names):
+    groups = {}
+    for name in names:
+        groups.setdefault(name.rpartition(".")[0] or "model", []).append(name)
+    return list(groups.items())
+
+
+class Layout:
+    """Where a layer's channels and positions lie in its output, and how its positions map onto the input's grid.
+
+    A convolution's output ``[B, C, H', W']`` is on the grid already; a channels-last output ``[B, H', W', C]``
+    (ConvNeXt, Swin) moves its channels second; a token layer ``[B, N, C]`` (a vision transformer) puts its patch
+    tokens on a grid of the input's aspect ratio and leaves its ``extra`` leading tokens (class, distillation,
+    register tokens) out of the grid. A layer without positions (a linear layer ``[B, C]``) has an empty grid.
+
+    Attributes
+    ----------
+    axis : int
+        The channel axis of the layer's output (with the batch axis).
+    extra : int
+        Leading tokens that are not on the grid.
+    grid : tuple[int, ...]
+        The layer's positions as a grid (``()`` for none).
+    """
+
+    def __init__(self, axis, extra=0, grid=()):
+        self.axis, self.extra, self.grid = axis, extra, tuple(grid)
+
+    @classmethod
+    def of(cls, shape, axis, input_spatial):
+        """The layout of an output of ``shape`` with channels on ``axis``, for an input of ``input_spatial`` size."""
+        rest = [size for dim, size in enumerate(shape[1:], start=1) if dim != axis]
+        if len(shape) == 3 and axis == 2 and len(input_spatial) == 2:
+            extra, grid = _token_grid(shape[1], input_spatial)
+            return cls(axis, extra, grid)
+        return cls(axis, 0, rest)
+
+    def to_grid(self, tensor):
+        """``[B, C, *grid]`` from the layer's output (or relevance) ``tensor``; extra tokens left out."""
+        moved = tensor.movedim(self.axis, 1)
+        if self.extra:
+            moved = moved[:, :, self.extra :]
+        return moved.reshape(moved.shape[0], moved.shape[1], *self.grid)
+
+    def from_grid(self, grid, original):
+        """The layer's layout from ``[B, C, *grid]`` values; extra tokens taken from ``original``."""
+        flat = grid.reshape(grid.shape[0], grid.shape[1], -1) if self.extra or len(self.grid) != grid.ndim - 2 else grid
+        if self.extra:
+            kept = original.movedim(self.axis, 1)[:, :, : self.extra].expand(grid.shape[0], -1, -1)
+            flat = torch.cat([kept.to(flat.dtype), flat], dim=2)
+        return flat.movedim(1, self.axis)
+
+
+def _token_grid(tokens, input_spatial):
+    """``(extra, (h, w))``: the patch tokens of a token layer laid out with the input's aspect ratio."""
+    height, width = input_spatial
+    for extra in range(0, min(tokens, 9)):
+        patches = tokens - extra
+        rows = max(1, round(math.sqrt(patches * height / width)))
+        if rows * (patches // rows) == patches and patches // rows > 0:
+            return extra, (rows, patches // rows)
+    return 0, (tokens,)

@@ -34,17 +34,16 @@ def _per_sample(values, activation, axis, what):
             f"{what} has shape {list(values.shape)}; expected [{channels}] (one value per channel) or "
             f"[{len(activation)}, {channels}] (one row per sample) for a layer output of shape {list(activation.shape)}"
         )
-    if axis in (-1, activation.ndim - 1):
-        return values if values.ndim == activation.ndim else values.reshape(*[1] * (activation.ndim - 1), -1)
-    batch = values.shape[0] if values.ndim == 2 else 1
-    return values.reshape(batch, channels, *[1] * (activation.ndim - 2))
+    shape = [values.shape[0] if values.ndim == 2 else 1] + [1] * (activation.ndim - 1)
+    shape[axis % activation.ndim] = channels
+    return values.reshape(shape)
 
 
 class Edit:
-    """An edit of a layer's output: ``edit(activation, axis)`` returns the edited activation (same shape)."""
+    """An edit of a layer's output: ``edit(activation, layout)`` returns the edited activation (same shape)."""
 
-    def __call__(self, activation, axis):
-        """Return the edited ``activation`` (channels on ``axis``)."""
+    def __call__(self, activation, layout):
+        """Return the edited ``activation``; ``layout`` (an ``inspection.Layout``) tells its channels and grid."""
         raise NotImplementedError
 
     def key(self):
@@ -70,8 +69,9 @@ class Scale(Edit):
         else:
             self.factors = {int(c): 0.0 for c in factors}
 
-    def __call__(self, activation, axis):
-        """Return ``activation`` with channels (on ``axis``) multiplied by their factors."""
+    def __call__(self, activation, layout):
+        """Return ``activation`` with its channels multiplied by their factors."""
+        axis = layout.axis
         channels = activation.shape[axis]
         if isinstance(self.factors, dict):
             bad = [c for c in self.factors if not 0 <= c < channels]
@@ -99,11 +99,12 @@ class Blend(Edit):
     Parameters
     ----------
     donor : torch.Tensor
-        The donor's activations at the layer: ``[C, *S]`` (one donor) or ``[B, C, *S]``, or ``[C]`` for a spatially
-        constant donor.
+        The donor's activations at the layer on its grid (``Layout.to_grid``, channels first): ``[C, *S]`` (one
+        donor) or ``[B, C, *S]``, or ``[C]`` for a spatially constant donor. For a convolution that is its output.
     mask : torch.Tensor, optional
-        Where to blend, on the layer's spatial grid ``S`` (``[*S]`` or ``[B, *S]``; boolean or in [0, 1]). See
-        :func:`layer_mask` to bring an input mask to the layer. Default: everywhere.
+        Where to blend, on the layer's grid ``S`` (``[*S]`` or ``[B, *S]``; boolean or in [0, 1]). See
+        :func:`layer_mask` to bring an input mask to the layer. Default: everywhere (a token layer's class token
+        is left as it is).
     alpha : float or torch.Tensor
         The degree of blending in [0, 1], or a tensor ``[B]`` (one per sample, e.g. a whole alpha sweep in one
         batch).
@@ -133,44 +134,49 @@ class Blend(Edit):
             mean = (donor * weights).sum(dim=spatial) / weights.sum()
         return cls(mean, mask=mask, alpha=alpha, channels=channels)
 
-    def __call__(self, activation, axis):
-        """Return ``activation`` blended with the donor (Eq. 28)."""
-        channel_dim = axis % activation.ndim
-        spatial = activation.shape[channel_dim + 1 :]
-        donor = self.donor.to(device=activation.device, dtype=activation.dtype)
-        if donor.ndim == 1:
-            donor = donor.reshape(1, -1, *[1] * len(spatial))
-        elif donor.ndim == activation.ndim - 1:
-            donor = donor.unsqueeze(0)
-        if donor.shape[1] != activation.shape[channel_dim] or tuple(donor.shape[2:]) not in (
-            tuple(spatial),
-            (1,) * len(spatial),
-        ):
-            raise CRPError(
-                f"the donor activations have shape {list(self.donor.shape)}; the layer's output is "
-                f"{list(activation.shape[1:])} per sample (give the donor's activations at the same layer)"
-            )
-        weight = torch.ones((), device=activation.device, dtype=activation.dtype)
-        if self.mask is not None:
-            mask = self.mask.to(device=activation.device, dtype=activation.dtype)
-            if mask.ndim not in (len(spatial), len(spatial) + 1) or tuple(
-                mask.shape[mask.ndim - len(spatial) :]
-            ) != tuple(spatial):
-                raise CRPError(
-                    f"the blend mask has shape {list(mask.shape)}; expected the layer's spatial shape {list(spatial)} "
-                    "(use crp_widgets.engine.interventions.layer_mask to bring an input mask to the layer)"
-                )
-            batch = mask.shape[0] if mask.ndim > len(spatial) else 1
-            weight = mask.reshape(batch, 1, *spatial)
+    def __call__(self, activation, layout):
+        """Return ``activation`` blended with the donor (Eq. 28), on the layer's grid."""
+        grid = layout.to_grid(activation)
+        spatial = grid.shape[2:]
+        donor = self._donor(grid)
+        weight = self._weight(grid, spatial)
         alpha = self.alpha
         if isinstance(alpha, torch.Tensor):
-            alpha = alpha.to(device=activation.device, dtype=activation.dtype).reshape(-1, *[1] * (activation.ndim - 1))
-        change = alpha * weight * (donor - activation)
+            alpha = alpha.to(device=grid.device, dtype=grid.dtype).reshape(-1, *[1] * (grid.ndim - 1))
+        change = alpha * weight * (donor - grid)
         if self.channels is not None:
-            keep = torch.zeros(activation.shape[channel_dim], device=activation.device, dtype=activation.dtype)
+            keep = torch.zeros(grid.shape[1], device=grid.device, dtype=grid.dtype)
             keep[self.channels] = 1
             change = change * keep.reshape(1, -1, *[1] * len(spatial))
-        return activation + change
+        return layout.from_grid(grid + change, activation)
+
+    def _donor(self, grid):
+        spatial = grid.shape[2:]
+        donor = self.donor.to(device=grid.device, dtype=grid.dtype)
+        if donor.ndim == 1:
+            donor = donor.reshape(1, -1, *[1] * len(spatial))
+        elif donor.ndim == grid.ndim - 1:
+            donor = donor.unsqueeze(0)
+        if donor.shape[1] != grid.shape[1] or tuple(donor.shape[2:]) not in (tuple(spatial), (1,) * len(spatial)):
+            raise CRPError(
+                f"the donor activations have shape {list(self.donor.shape)}; the layer's output on its grid is "
+                f"{list(grid.shape[1:])} per sample (give the donor's activations at the same layer)"
+            )
+        return donor
+
+    def _weight(self, grid, spatial):
+        if self.mask is None:
+            return torch.ones((), device=grid.device, dtype=grid.dtype)
+        mask = self.mask.to(device=grid.device, dtype=grid.dtype)
+        if mask.ndim not in (len(spatial), len(spatial) + 1) or tuple(mask.shape[mask.ndim - len(spatial) :]) != tuple(
+            spatial
+        ):
+            raise CRPError(
+                f"the blend mask has shape {list(mask.shape)}; expected the layer's grid {list(spatial)} "
+                "(use crp_widgets.engine.interventions.layer_mask to bring an input mask to the layer)"
+            )
+        batch = mask.shape[0] if mask.ndim > len(spatial) else 1
+        return mask.reshape(batch, 1, *spatial)
 
     def key(self):
         """Donor, mask, alpha and channels, as a hashable value."""

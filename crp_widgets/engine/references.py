@@ -15,6 +15,7 @@ import torch
 
 from .crp import target_mask
 from .errors import CRPError
+from .receptive import bounding_box
 
 
 @dataclasses.dataclass
@@ -35,6 +36,9 @@ class ReferenceView:
         The sample and the heatmap cut to the receptive field, and the crop masked by the heatmap.
     target : int or None
         The class the relevance was computed for (``None`` when initialised from the activation).
+    follows_relevance : bool
+        The neuron's receptive field is the whole input (a transformer's token, a global pooling): the crop is the
+        bounding box of the heatmap's relevant region instead (Sec. 2.3.5 allows any localisation of the concept).
     """
 
     reference: object
@@ -45,6 +49,7 @@ class ReferenceView:
     crop_heatmap: torch.Tensor
     masked: torch.Tensor
     target: object
+    follows_relevance: bool = False
 
 
 def gaussian_smooth(heatmap, sigma):
@@ -81,6 +86,13 @@ def crop(tensor, box):
     if len(box) == 4:
         return tensor[..., box[0] : box[1], box[2] : box[3]]
     return tensor[..., box[0] : box[1]]
+
+
+def _native(neuron, axis):
+    """A store's neuron ``(channel, *position)`` as an index into one sample's output, channels on ``axis``."""
+    index = list(neuron[1:])
+    index.insert(axis - 1, neuron[0])
+    return tuple(index)
 
 
 class ReferenceViews:
@@ -161,11 +173,8 @@ class ReferenceViews:
             forward, _ = crp.forward_pass(x)
             tap = forward.tap(layer)
             neuron_mask = torch.zeros_like(tap.activation)
-            axis = crp.channel_axis(layer) % tap.activation.ndim
-            for row, reference in enumerate(references):
-                # Store neurons are (channel, *position); put the channel back on the layer's channel axis.
-                index = list(reference.neuron[1:])
-                index.insert(axis - 1, reference.neuron[0])
+            indices = [_native(reference.neuron, tap.axis) for reference in references]
+            for row, index in enumerate(indices):
                 neuron_mask[(row, *index)] = 1
             if init == "activation":
                 targets = [None] * len(references)
@@ -180,11 +189,15 @@ class ReferenceViews:
             (input_relevance,) = forward.backward(tap.site, start, [forward.input])
             input_relevance = input_relevance.detach()
         heatmaps = input_relevance.sum(dim=1) if input_relevance.ndim > 2 else input_relevance
-        fields = crp.receptive_fields(layer, [r.neuron for r in references], x[:1])
+        fields = crp.receptive_fields(layer, indices, x[:1])
         views = []
         for reference, sample, heatmap, field, target in zip(references, x, heatmaps, fields, targets):
-            cut, cut_heatmap = crop(sample, field.box), crop(heatmap, field.box)
+            box, follows = field.box, bool(field.mask.all())
+            if follows:  # the whole input: crop to where the relevance is
+                region = heatmap_mask(heatmap, threshold, sigma)
+                box = bounding_box(region) if bool(region.any()) else box
+            cut, cut_heatmap = crop(sample, box), crop(heatmap, box)
             keep = heatmap_mask(cut_heatmap, threshold, sigma)
             masked = torch.where(keep, cut, torch.as_tensor(background, dtype=cut.dtype).reshape(-1, *[1] * keep.ndim))
-            views.append(ReferenceView(reference, sample, heatmap, field.box, cut, cut_heatmap, masked, target))
+            views.append(ReferenceView(reference, sample, heatmap, box, cut, cut_heatmap, masked, target, follows))
         return views

@@ -413,7 +413,7 @@ def _prepare(crp, dataset, layers, path, name, k, class_k, label, normalize, bat
         layer_info[layer] = {
             "channels": int(activation.shape[axis]),
             "shape": list(activation.movedim(axis, 1).shape[1:]),
-            "channel_axis": 1 if axis == 1 else -1,
+            "channel_axis": axis,
         }
     entry = {
         "name": name,

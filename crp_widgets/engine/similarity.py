@@ -72,12 +72,12 @@ def concept_similarity(crp, store, datasets, layer, k=8, mode="relevance", targe
     pairs_q = torch.tensor(pairs_q, dtype=torch.long)
     pairs_m = torch.tensor(pairs_m, dtype=torch.long)
     keys = list(samples)
-    axis = crp.channel_axis(crp.validate_layer(layer))
+    crp.validate_layer(layer)
     for start in range(0, len(keys), batch_size):
         x = torch.stack([_sample(datasets, *key) for key in keys[start : start + batch_size]])
         _, found = crp.evaluate(x, record=[layer])
         z = found[layer].float().clamp(min=0)  # ReLU-activated maps (footnote 13)
-        z = z.movedim(axis, 1).reshape(len(x), channels, -1)  # [B, C, positions]
+        z = z.movedim(crp.channel_axis(layer) % z.ndim, 1).reshape(len(x), channels, -1)  # [B, C, positions]
         z = torch.nn.functional.normalize(z, dim=2)  # z / ||z||, zero maps stay zero
         inside = (pairs_m >= start) & (pairs_m < start + len(x))
         q, m = pairs_q[inside], pairs_m[inside] - start

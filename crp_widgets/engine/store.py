@@ -320,7 +320,7 @@ class Store:
                 raise CRPError(f"class {cls!r} is out of range (valid: 0 to {self.tables.classes - 1})")
             table = {f: t[channel, cls] for f, t in self.tables.table(layer, f"class/{mode}/{target}").items()}
         check_count(k, "k must be a positive number of references")
-        spatial = tuple(info["shape"][1:]) if info["channel_axis"] == 1 else ()
+        spatial = tuple(info["shape"][1:])  # the layer's positions, channels moved to the front
         names = [dataset["name"] for dataset in self.manifest["datasets"]]
         result = []
         for value, key, position in zip(table["values"][:k], table["keys"][:k], table["positions"][:k]):

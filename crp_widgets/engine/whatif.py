@@ -245,9 +245,10 @@ def insertion_curve(
     if len(donor) != 1:
         raise CRPError(f"the donor must be one sample; got a batch of {len(donor)}")
     _, found = crp.evaluate(donor, record=[layer])
-    donor_acts = found[layer][0]
+    layout = crp.layout(layer)
+    donor_acts = layout.to_grid(found[layer])[0]  # channels first, on the layer's grid
     count, image_shape = len(batch), tuple(batch.shape[2:])
-    spatial = () if crp.channel_axis(layer) == -1 else tuple(donor_acts.shape[1:])
+    spatial = layout.grid
     masks = _layer_masks(mask, count, spatial, image_shape)
     if averaged:
         region = None if donor_mask is None else _layer_masks(donor_mask, 1, spatial, image_shape)[0]

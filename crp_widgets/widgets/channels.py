@@ -19,8 +19,12 @@ PREVIEW_SIZE = 48
 
 
 def default_layer(crp):
-    """The layer shown first: the last convolutional layer (else the first explainable one)."""
+    """The layer shown first: the model's last block (e.g. a transformer layer), else its last convolution."""
     modules = dict(crp.model.named_modules())
+    listed = [name for _, names in crp.layer_groups() for name in names]
+    blocks = [name for name in modules if name in listed and any(True for _ in modules[name].children())]
+    if blocks:
+        return blocks[-1]
     kinds = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
     convolutions = [name for name in crp.layer_names if isinstance(modules[name], kinds)]
     return convolutions[-1] if convolutions else crp.layer_names[0]
