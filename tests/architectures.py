@@ -46,7 +46,7 @@ _PREFIXES = (
 
 
 def family(name):
-    """The family of a torchvision model name (``efficientnet_b0`` -> ``efficientnet``, ``swin_v2_t`` -> ``swin_v2``)."""
+    """The family of a torchvision model name (``efficientnet_b0``: ``efficientnet``, ``swin_v2_t``: ``swin_v2``)."""
     if name.startswith("vgg"):
         return "vgg_bn" if name.endswith("_bn") else "vgg"
     prefix = next((prefix for prefix in _PREFIXES if name.startswith(prefix)), None)

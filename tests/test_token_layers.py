@@ -66,7 +66,7 @@ def test_layout_axis_grid_and_conditions(case, data):
 
 
 def test_scans_and_references_follow_the_relevance(case, data, tmp_path):
-    crp, layer, grid, extra = case
+    crp, layer, _grid, _extra = case
     dataset, _ = data
     store = scan(crp, dataset, [layer], tmp_path, k=2, batch_size=4, progress=False)
     channel = int(crp.channel_relevance(dataset[0][0], layer, target=0).order[0])
@@ -78,7 +78,7 @@ def test_scans_and_references_follow_the_relevance(case, data, tmp_path):
 
 
 def test_analyses_work_on_the_layer(case, data):
-    crp, layer, grid, extra = case
+    crp, layer, grid, _extra = case
     dataset, masks = data
     images = torch.stack([dataset[i][0] for i in range(8)])
     labels = dissect(crp, dataset, layer, masks=lambda index: masks[index], batch_size=4)
