@@ -206,3 +206,27 @@ def test_the_table_of_supported_architectures_says_what_the_tests_find():
     if os.environ.get("CRP_WRITE_TABLE"):
         TABLE.write_text(table)
     assert TABLE.read_text() == table, "rerun tests/test_architectures.py with CRP_WRITE_TABLE=1 to update the table"
+
+
+def test_attnlrp_passes_relevance_through_the_softmax():
+    """AttnLRP's softmax rule (Achtibat et al. 2024, Prop. 3.1) as a rule node, and on a ViT besides CP-LRP."""
+    import torchvision
+
+    from crp_widgets.engine.rules import SoftmaxRule, connect
+
+    scores = torch.randn(2, 5, generator=torch.Generator().manual_seed(7)).requires_grad_()
+    relevance = torch.randn(2, 5, generator=torch.Generator().manual_seed(8))
+    (found,) = torch.autograd.grad(connect(SoftmaxRule(-1), scores), scores, relevance)
+    weights = scores.detach().softmax(-1)
+    assert torch.allclose(found, scores.detach() * (relevance - weights * relevance.sum(-1, keepdim=True)))
+    torch.manual_seed(3)
+    model = torchvision.models.vit_b_16(weights=None, image_size=32, num_classes=4).eval()
+    with torch.no_grad():
+        model.heads.head.weight.normal_(0, 0.05)
+    x = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(4))
+    cp = CRP(model).attribute(x, target=1).heatmap
+    attn = CRP(model, attention="attnlrp").attribute(x, target=1).heatmap
+    assert bool(torch.isfinite(attn).all())
+    assert not torch.allclose(attn, cp, rtol=1e-3, atol=1e-9)
+    with pytest.raises(Exception, match="attention must be 'cp'"):
+        CRP(model, attention="softmax")

@@ -33,10 +33,13 @@ class Context:
         The stabiliser of the engine's own epsilon rules (sums, norms, attention).
     cache_size : int
         How many recorded forward passes to keep.
+    attention : {"cp", "attnlrp"}
+        CP-LRP (attention weights held constant) or AttnLRP's softmax and product rules.
     """
 
-    def __init__(self, model, composite, mode="lrp", epsilon=1e-6, cache_size=2):
+    def __init__(self, model, composite, mode="lrp", epsilon=1e-6, cache_size=2, attention="cp"):
         self.model, self.composite, self.mode, self.epsilon = model, composite, mode, epsilon
+        self.attention = attention
         self.cache_size = max(1, int(cache_size))
         self.state = None
         self._graph = None
@@ -63,7 +66,7 @@ class Context:
         ``example``: an input, run through the model to tell its own errors from tracing problems.
         """
         if self._graph is None:
-            self._graph = Graph(self.model, self.composite, example)
+            self._graph = Graph(self.model, self.composite, example, self.attention)
         return self._graph
 
     def parameters(self, layer, index, modifier):

@@ -114,6 +114,9 @@ class CRP:
         Run the k backward passes of a layer's channels as one ``torch.func.vmap`` pass. By default only on GPUs.
     epsilon : float
         The stabiliser of the rules outside the composite's layers (sums, gates, normalisation, attention).
+    attention : {"cp", "attnlrp"}
+        Attention by CP-LRP (the weights held constant, relevance through the values; Ali et al. 2022), or by
+        AttnLRP's softmax and product rules (Achtibat et al. 2024, Prop. 3.1 and 3.3).
 
     Notes
     -----
@@ -124,13 +127,15 @@ class CRP:
     (Sec. 2.3.5), or from the whole output when there are no conditions (Fig. 2a).
     """
 
-    def __init__(self, model, composite=None, layers=(), cache_size=2, vectorize=None, epsilon=1e-6):
+    def __init__(self, model, composite=None, layers=(), cache_size=2, vectorize=None, epsilon=1e-6, attention="cp"):
         if not isinstance(model, torch.nn.Module):
             raise CRPError(f"CRP explains a torch.nn.Module, got {type(model).__name__}")
+        if attention not in ("cp", "attnlrp"):
+            raise CRPError(f"attention must be 'cp' (CP-LRP) or 'attnlrp' (AttnLRP), got {attention!r}")
         self.model = model
         self.composite = composite if composite is not None else default_composite(model)
         self.lock = threading.RLock()
-        self.context = Context(model, self.composite, epsilon=epsilon, cache_size=cache_size)
+        self.context = Context(model, self.composite, epsilon=epsilon, cache_size=cache_size, attention=attention)
         self.fields = Context(model, flat_composite(), mode="flat", cache_size=1)
         self.layer_names = explainable_layers(model)
         self.tapped = frozenset(self.layer_names)

@@ -125,7 +125,7 @@ class Run:
     def __init__(self, context, mode, taps=(), edits=None, observe=None):
         self.context, self.mode = context, mode
         self.graph = None
-        self.epsilon = context.epsilon
+        self.epsilon, self.attention = context.epsilon, context.attention
         self.explains = False
         self.taps = {name: Tap(name) for name in taps}
         self.edits = dict(edits or {})

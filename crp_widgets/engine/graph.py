@@ -79,7 +79,7 @@ class Graph:
         The module type of each layer.
     """
 
-    def __init__(self, model, composite, example=None):
+    def __init__(self, model, composite, example=None, attention="cp"):
         self.model = model
         with _EvalMode(model), _StructuralCanonizers(model, composite):
             graph, calls, modules = _trace(model, example)
@@ -98,7 +98,7 @@ class Graph:
         self.steps = [
             Step(
                 node,
-                _handler(node, modules, templates, merges),
+                _handler(node, modules, templates, merges, attention),
                 tuple(names.get(node, ())),
                 target=_target(node, modules),
             )
@@ -275,7 +275,7 @@ def _mergeable(module):
     return isinstance(layer_of("", module), (Convolution, Dense))
 
 
-def _handler(node, modules, templates, merges):
+def _handler(node, modules, templates, merges, attention):
     """The handler of one node."""
     if node in merges:  # folded into the layer before it
         return ops.Plain(node.target, _identity)
@@ -289,7 +289,7 @@ def _handler(node, modules, templates, merges):
         return module_handler(node.target, module, templates.get(node.target), merged, out_proj)
     if node.op in ("call_function", "call_method"):
         handler = ops.handler(node.target, _where(node))
-        gates = _gates(node, modules)
+        gates = _gates(node, modules, attention)
         if gates and isinstance(handler, ops.LinearOperation):
             handler.constant |= gates
         return handler
@@ -329,20 +329,25 @@ def _name(node):
     return node.target if isinstance(node.target, str) else ops.function_name(node.target)
 
 
-def _is_gate(node, modules):
+def _is_gate(node, modules, attention):
+    """Whether a value is a gate: a sigmoid's output, or a softmax's under CP-LRP (AttnLRP explains softmaxes)."""
     if not isinstance(node, torch.fx.Node):
         return False
     if node.op == "call_module":
-        return isinstance(modules[node.target], _GATE_MODULES)
-    return node.op in ("call_function", "call_method") and _name(node) in _GATES
+        module = modules[node.target]
+        return isinstance(module, _GATE_MODULES) and (attention == "cp" or not isinstance(module, torch.nn.Softmax))
+    name = _name(node)
+    return (
+        node.op in ("call_function", "call_method") and name in _GATES and (attention == "cp" or "softmax" not in name)
+    )
 
 
-def _gates(node, modules):
+def _gates(node, modules, attention):
     """Positions of a product's factors that come from a gate (held constant); none if every factor does."""
     if _name(node) not in _PRODUCTS:
         return set()
     factors = {i for i, arg in enumerate(node.args) if isinstance(arg, torch.fx.Node)}
-    gates = {i for i in factors if _is_gate(_source(node.args[i], modules), modules)}
+    gates = {i for i in factors if _is_gate(_source(node.args[i], modules), modules, attention)}
     return gates if gates != factors else set()
 
 

@@ -298,7 +298,8 @@ def _default_handler(name, module, layer, template):
         nearest = module.mode in ("nearest", "nearest-exact")
         return ops.Plain(where, module) if nearest else ops.LinearOperation(where, module)
     if isinstance(module, _SOFTMAXES):
-        return ops.Softmax(where, module)
+        kind = "softmax" if type(module) is torch.nn.Softmax else type(module).__name__.lower()
+        return ops.Softmax(where, module, kind, getattr(module, "dim", None))
     if type(module) is torch.nn.ReLU:
         return ops.Relu(where, module)
     if type(module).__module__ == "torch.nn.modules.activation":

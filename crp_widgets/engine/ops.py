@@ -27,7 +27,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from .errors import UnsupportedModelError
-from .rules import Identity, Linear, Spread, connect
+from .rules import Identity, Linear, SoftmaxRule, Spread, connect
 
 _STRUCTURAL = {
     "getitem", "getattr", "size", "dim", "numel", "shape", "view", "view_as", "reshape", "reshape_as", "flatten",
@@ -312,10 +312,23 @@ _LINEARIZED = {
 
 
 class Softmax(Handler):
-    """Softmax: its output held constant (CP-LRP), so no relevance flows into attention scores."""
+    """Softmax: its output held constant (CP-LRP), so no relevance flows into attention scores.
+
+    With ``attention="attnlrp"``: AttnLRP's softmax rule (:class:`~crp_widgets.engine.rules.SoftmaxRule`).
+    """
+
+    def __init__(self, name, function, kind="softmax", dim=None):
+        super().__init__(name, function)
+        self.kind, self.dim = kind, dim
+        self.signature = inspect.signature(torch.nn.functional.softmax)
 
     def __call__(self, run, args, kwargs):
-        """Apply; detach in an explaining run."""
+        """Apply; detach in an explaining run (CP-LRP), or connect by AttnLRP's rule."""
+        if run.explains and run.attention == "attnlrp" and args and data(args[0]):
+            bound = self.signature.bind(*args, **kwargs).arguments
+            if self.kind != "softmax" or bound.get("dtype") is not None:
+                raise UnsupportedModelError(f"{self.name} ({self.kind}): AttnLRP's rule covers the softmax itself")
+            return connect(SoftmaxRule(self.dim if self.dim is not None else bound.get("dim", -1)), args[0])
         output = self.function(*args, **kwargs)
         return output.detach() if run.explains else output
 
@@ -473,7 +486,7 @@ def _classify(name, function, where):
     if name in _ACTIVATIONS:
         return Activation(where, function)
     if name in _SOFTMAX:
-        return Softmax(where, function)
+        return Softmax(where, function, name.lstrip("_"))
     if name in _NORMS:
         return Norm(where, function, name)
     if name == "scaled_dot_product_attention":

@@ -76,6 +76,27 @@ class Identity(Rule):
         return (relevance,)
 
 
+class SoftmaxRule(Rule):
+    """AttnLRP's softmax rule (Achtibat et al. 2024, Prop. 3.1): ``R_in = x * (R - s * sum(R))`` along ``dim``.
+
+    The deep Taylor decomposition of the softmax at its input ``x`` (masked scores of ``-inf`` count as 0).
+    """
+
+    def __init__(self, dim):
+        self.dim = dim
+
+    def forward(self, input):
+        """The softmax."""
+        output = torch.softmax(input, self.dim)
+        return output, (input, output)
+
+    def backward(self, state, relevance):
+        """Distribute the relevance over the scores."""
+        input, output = state
+        input = torch.where(torch.isneginf(input), torch.zeros_like(input), input)
+        return (input * (relevance - output * relevance.sum(self.dim, keepdim=True)),)
+
+
 @dataclasses.dataclass
 class LinearState:
     """What :class:`Linear` keeps: the data inputs, their leaf copies, the local output graph and the output.
