@@ -90,8 +90,10 @@ class Scheduled(traitlets.HasTraits):
         return self.session.worker.submit((id(self), view), key, compute, done, fail, priority, lane, progress)
 
     def act(self, action, restore=None):
-        """Do what the front end asked (``action()``); when the state refuses a value, say why in :attr:`error`
-        and call ``restore()`` to show the state's values again (the state keeps its last valid value)."""
+        """Do what the front end asked (``action()``); if the state refuses a value, say why in :attr:`error`.
+
+        ``restore()`` then shows the state's values again (the state keeps its last valid value).
+        """
         try:
             action()
         except Exception as error:
