@@ -178,7 +178,7 @@ function atlasControls(shell: Shell, model: Model): { bar: HTMLElement; slic: HT
   const slic = element("div", "crpw-controls crpw-atlas-slic");
   const segments = boundNumber(shell, any, "n_segments", "Superpixels", { min: 2, max: 2000, step: 1 }, true);
   const compactness = boundNumber(shell, any, "compactness", "Compactness", { min: 0.01, step: 0.5 }, false);
-  const sigma = boundNumber(shell, any, "sigma", "Smoothing σ", { min: 0, step: 0.25 }, false);
+  const sigma = boundNumber(shell, any, "sigma", "Smoothing (px)", { min: 0, step: 0.25 }, false);
   slic.append(segments.field, compactness.field, sigma.field);
   shell.listen(
     ["mode"],

@@ -59,14 +59,15 @@ class Scheduled(traitlets.HasTraits):
         Components override it; a hidden widget records only that it is out of date, never an old request.
         """
 
-    def schedule(self, view, key, compute, apply, lane="core", progress=None, when_hidden=False):
+    def schedule(self, view, key, compute, apply, lane="core", progress=None, when_hidden=False, later=False):
         """Compute ``compute()`` off the comm thread and ``apply`` the result, unless a newer request came first.
 
         ``key`` (everything that determines the result, or ``None``) caches it in the session's worker; errors
         are shown in :attr:`error` until the same view succeeds (see :meth:`settle`). An inactive widget (a hidden
         tab) computes nothing, unless ``when_hidden`` (a computation the user asked for): it is refreshed from the
         then current state when shown. ``lane`` is ``"core"`` or ``"analysis"`` (long jobs, which report
-        ``progress(done, total)``). See :class:`crp_widgets.widgets.worker.Worker`.
+        ``progress(done, total)``). ``later``: after the widget's other waiting jobs (a detail of a view). See
+        :class:`crp_widgets.widgets.worker.Worker`.
         """
         if not self.active and not when_hidden:
             self._stale = True
@@ -85,11 +86,14 @@ class Scheduled(traitlets.HasTraits):
             self._finish(view)
             self.settle(view, error)
 
-        return self.session.worker.submit((id(self), view), key, compute, done, fail, self.priority, lane, progress)
+        priority = self.priority + (1 if later else 0)
+        return self.session.worker.submit((id(self), view), key, compute, done, fail, priority, lane, progress)
 
     def act(self, action, restore=None):
-        """Do what the front end asked (``action()``); when the state refuses a value, say why in :attr:`error`
-        and call ``restore()`` to show the state's values again (the state keeps its last valid value)."""
+        """Do what the front end asked (``action()``); if the state refuses a value, say why in :attr:`error`.
+
+        ``restore()`` then shows the state's values again (the state keeps its last valid value).
+        """
         try:
             action()
         except Exception as error:

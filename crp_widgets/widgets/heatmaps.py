@@ -160,23 +160,41 @@ class ConditionalHeatmaps(Component):
             heatmap = crp.attribute(x, None if localization else explained, conditions).heatmap
             name = class_names(self.session, int(output.shape[-1]))[explained]
             caption, about = heatmap_caption(name, conditions, crp.layer_names, localization)
-            kept = None
-            if conditions and not localization:
-                whole = float(crp.attribute(x, explained).heatmap.abs().sum())
-                kept = float(heatmap.abs().sum()) / whole if whole > 0 else 0.0
-            info = {"about": about, "input": where, "conditioned": bool(conditions), "kept": kept,
-                    "few": kept is not None and kept < FEW}  # fmt: skip
-            return self.session.display(x), heatmap, caption, info
+            info = {"about": about, "input": where, "conditioned": bool(conditions), "kept": None, "few": False}
+            return self.session.display(x), heatmap, caption, info, explained
 
         def apply(result):
-            image, heatmap, caption, info = result
+            image, heatmap, caption, info, explained = result
             with self.hold_sync():
                 if source != self._image_source:
                     self.image, self._image_source = image, source
                 self.heatmap, self.caption, self.heatmap_info = heatmap, caption, info
+            if conditions and not localization:
+                self._measure_kept(source, load, explained, float(heatmap.abs().sum()), info)
+            else:
+                self.drop("kept")
 
         key = (id(self.session), "heatmap", source, target, frozen(conditions), localization)
         self.schedule("heatmap", key, compute, apply)
+
+    def _measure_kept(self, source, load, explained, conditioned, info):
+        """How much of the relevance the conditions keep: the heatmap's summed ``|R|`` over the unconditioned one's.
+
+        A detail computed after the heatmaps themselves (one more backward pass), shown under the heatmap it
+        belongs to.
+        """
+        crp = self.session.crp
+
+        def compute():
+            return float(crp.attribute(load()[0], explained).heatmap.abs().sum())
+
+        def apply(whole):
+            if self.heatmap_info is info:
+                kept = conditioned / whole if whole > 0 else 0.0
+                self.heatmap_info = {**info, "kept": kept, "few": kept < FEW}
+
+        key = (id(self.session), "summed |R|", source, explained)
+        self.schedule("kept", key, compute, apply, later=True)
 
     def _draw_grid(self):
         if (sample := self.sample_source("grid")) is None:

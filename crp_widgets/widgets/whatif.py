@@ -218,7 +218,7 @@ class WhatIfView(Panel):
         rscales = {"x": bqplot.LinearScale(min=0.0, max=1.0), "y": bqplot.LinearScale()}
         self.relevance_line = bqplot.Lines(x=[], y=[], scales=rscales, colors=COLOURS)
         self.relevance_figure = figure(
-            [self.relevance_line], _axes(rscales, "relevance"), "most changing channels", "crpw-whatif-relevance",
+            [self.relevance_line], _axes(rscales, "relevance"), "channels that change most", "crpw-whatif-relevance",
             380, 300,
         )  # fmt: skip
         self.relevance_key = ipywidgets.HTML("")
@@ -387,7 +387,7 @@ class WhatIfView(Panel):
                 self.relevance_line.y = mean.numpy().T
                 self.relevance_line.labels = [f"{layer}:{int(c)}" for c in channels]
             self.relevance_key.value = legend([f"channel {int(c)}" for c in channels], COLOURS)
-            self.relevance_figure.title = f"channels that change most (R for {names[curve.target]})"
+            self.relevance_figure.axes[1].label = f"relevance for {names[curve.target]}"
             self._show_alpha()
 
         region = None if mask is None else _mask_key(mask)

@@ -31,7 +31,7 @@ describe("paintAtlas", () => {
 
   it("washes out superpixels below the threshold to grey", () => {
     const rgba = paintAtlas(picture([2, NONE], [NONE, NONE]), 1);
-    const washed = Math.floor(0.45 * 128 + 0.55 * 255 + 0.5);
+    const washed = Math.floor(0.45 * 128 + 0.55 * 128 + 0.5);
     expect(at(rgba, width, 12, 3)).toEqual([washed, washed, washed, 255]);
   });
 

@@ -31,7 +31,8 @@ export const PALETTE: readonly RGB[] = [
 ];
 
 const FILL = 0.65; // weight of the concept colour over the image
-const WASH = 0.55; // weight of white over the grey image where no concept is shown
+const WASH = 0.55; // weight of mid-grey over the grey image where no concept is shown
+const WASH_TO = 128; // mid-grey: a washed-out superpixel neither glares in a dark theme nor vanishes in a light one
 const DOT_PERIOD = 12;
 const DOT_RADIUS2 = 9;
 const BOUNDARY: RGB = [40, 40, 40];
@@ -102,7 +103,7 @@ export function paintAtlas(picture: AtlasPicture, scale: number): Uint8ClampedAr
       let rgb: RGB;
       if (first[segment] === NONE) {
         const grey = 0.299 * image[4 * pixel] + 0.587 * image[4 * pixel + 1] + 0.114 * image[4 * pixel + 2];
-        rgb = [mix(grey, 255, WASH), mix(grey, 255, WASH), mix(grey, 255, WASH)];
+        rgb = [mix(grey, WASH_TO, WASH), mix(grey, WASH_TO, WASH), mix(grey, WASH_TO, WASH)];
       } else {
         const concept = second[segment] !== NONE && dotAt(x, y) ? second[segment] : first[segment];
         const colour = PALETTE[concept % PALETTE.length];

@@ -1,4 +1,5 @@
-"""User-defined concepts (SACV, seed 004) in JupyterLab on the demo world: fill the basket, learn, see the maps."""
+"""User-defined concepts (SACV, Wang & Lee 2022) in JupyterLab on the demo world: fill the basket, learn, see the
+maps."""
 
 import json
 import re
@@ -81,7 +82,8 @@ def test_fill_the_basket_learn_and_see_the_concept_maps(lab):
         expect(view.locator(".crpw-concepts-item")).to_have_count(len(expected))
     view.get_by_role("button", name="Learn concept").click()
     expect(view.locator(".crpw-concepts-accuracy")).to_contain_text("held-out balanced accuracy")
-    expect(view.locator(".crpw-concepts-summary")).to_contain_text("TCAV score")
+    expect(view.locator(".crpw-concepts-summary")).to_contain_text("the concept raises the class's output on")
+    expect(view.locator(".crpw-concepts-summary")).to_have_attribute("title", re.compile("TCAV score"))
     idle(view)
     for name in ("concept", "contribution"):
         canvas = view.locator(f'[data-map="{name}"] canvas')

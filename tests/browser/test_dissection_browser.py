@@ -1,4 +1,5 @@
-"""Dissection labels in the channel selector and the gallery, and the class profiles view, in JupyterLab (seed 002)."""
+"""Dissection labels in the channel selector and the gallery, and the class profiles view (Islam & Tushar 2021), in
+JupyterLab."""
 
 import json
 from pathlib import Path

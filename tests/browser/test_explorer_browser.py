@@ -5,6 +5,7 @@ import statistics
 from pathlib import Path
 
 import pytest
+from page_timing import WAIT_FOR_GRID, in_page, percentile
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
@@ -72,7 +73,7 @@ def test_clicking_a_channel_updates_heatmaps_references_and_the_kernel_state(lab
     expect(channels.locator(".crpw-preview-image")).to_have_count(6)  # the hover preview of its references
     expect(heatmaps.locator(".crpw-hm-cell")).to_have_count(1)
     expect(heatmaps.locator(f'.crpw-hm-cell[data-channel="{channel}"]')).to_be_visible()
-    expect(heatmaps.locator(".crpw-hm-caption")).to_contain_text(f"features.conv4: {channel}")
+    expect(heatmaps.locator(".crpw-hm-caption")).to_contain_text(f"only through features.conv4 channel {channel}")
     idle(gallery)
     expect(gallery.locator("input.crpw-number").first).to_have_value(str(channel))
     expect(gallery.locator(".crpw-gallery-tile").first).to_be_visible()
@@ -124,12 +125,16 @@ def test_expanding_a_graph_node_and_errors_inside_the_widgets(lab):
     idle(graph)
     expect(graph.locator(".crpw-graph-card")).not_to_have_count(cards)
     assert probe(lab, probe_cell)["expanded"]
-    # An error set from Python shows inside the widgets, which keep working.
-    lab.run_cell(probe_cell, 'explorer.state.layer = "features.99"')
+    # A layer the model does not have, set from Python, is refused: one message above the views, the state keeps its
+    # layer, and the views keep working.
+    output = lab.run_cell(probe_cell, 'explorer.state.layer = "features.99"')
+    assert "StateError: unknown layer 'features.99'" in output
+    notice = page.locator(".crpw-explorer-notice")
+    expect(notice.get_by_role("alert")).to_contain_text("unknown layer 'features.99'")
     channels = page.locator(".crpw-channels")
-    expect(channels.get_by_role("alert")).to_contain_text("unknown layer 'features.99'")
-    lab.run_cell(probe_cell, 'explorer.state.layer = "features.conv3"')
     expect(channels.locator(".crpw-error")).to_be_empty()
+    lab.run_cell(probe_cell, 'explorer.state.layer = "features.conv3"')
+    expect(notice.get_by_role("alert")).to_have_count(0)
     expect(channels.locator(".crpw-bar-row").first).to_be_visible()
     graph.scroll_into_view_if_needed()
 
@@ -155,18 +160,6 @@ explorer = cw.Explorer(model, dataset, layer=layer)
 explorer
 """
 
-# Click a channel bar in the page and time until the grid shows its heatmap (performance marks of heatmaps.ts).
-WAIT_FOR_GRID = """
-const waitForGrid = async (start, matches) => {
-  const deadline = start + 60000;
-  while (performance.now() < deadline) {
-    const mark = performance.getEntriesByName("crpw:grid").find((m) => m.startTime > start && matches(m.detail));
-    if (mark) return mark.startTime - start;
-    await new Promise((resolve) => setTimeout(resolve, 2));
-  }
-  throw new Error("the heatmap grid did not update within 60 s");
-};
-"""
 SELECT_AND_TIME = (
     WAIT_FOR_GRID
     + """
@@ -189,10 +182,6 @@ return null;
 )
 
 
-def in_page(page, body, *arguments):
-    return page.evaluate(f"async (arguments_) => {{ {body} }}", list(arguments))
-
-
 @pytest.mark.parametrize("model", ["demo", "vgg16"])
 def test_latency_from_a_click_to_the_updated_heatmap(lab, model):
     """Measured, not asserted: p50/p95 go to test-artifacts/latency-<model>.json and the README."""
@@ -207,10 +196,6 @@ def test_latency_from_a_click_to_the_updated_heatmap(lab, model):
             in_page(page, CLEAR)
             idle(heatmaps)
     assert [t["channel"] for t in fresh] == [t["channel"] for t in cached]
-
-    def percentile(values, q):
-        ordered = sorted(values)
-        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
     summary = {"model": model, "clicks": len(fresh)}
     for name, timings in (("fresh", fresh), ("cached", cached)):

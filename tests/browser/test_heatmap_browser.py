@@ -68,8 +68,8 @@ def test_heatmap_view_in_jupyterlab(lab):
     wait_for_pixel(page, BLUE_SPOT, expected[BLUE_SPOT])
     pixels = canvas_pixels(page)
     np.testing.assert_array_equal(pixels[..., :3], expected)
-    assert pixels[RED_SPOT][:3].tolist() == [192, 64, 64]  # half red over grey 128
-    assert pixels[BLUE_SPOT][:3].tolist() == [128, 128, 192]  # half of light blue (-0.5) over grey
+    assert pixels[RED_SPOT][:3].tolist() == [255, 0, 0]  # the largest relevance in its colour at opacity 0.5
+    assert pixels[BLUE_SPOT][:3].tolist() == [64, 64, 191]  # half of it: blue weighs 127 / 255 over grey 128
 
     # Keyboard: two steps of 0.05 to the right, seen by the page and by the kernel.
     slider = widget.get_by_role("slider")

@@ -1,4 +1,4 @@
-"""The global importance view (AfI, seed 003) in JupyterLab on the demo world: learn, compare, click a channel."""
+"""The global importance view (AfI, Wu et al. 2020) in JupyterLab on the demo world: learn, compare, click a channel."""
 
 import json
 from pathlib import Path

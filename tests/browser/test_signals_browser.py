@@ -55,7 +55,7 @@ def test_signal_explorer_plots_brushes_and_shows_references(lab):
     # The signal (two input channels), its relevance and four channel heatmaps are bqplot line plots.
     expect(signal.locator(".bqplot")).to_have_count(6)
     expect(signal.locator(".bqplot").first.locator("path.line")).to_have_count(2)
-    expect(signal).to_contain_text("R(x | y = ")
+    expect(signal).to_contain_text("Relevance for ")
     expect(page.locator(".crpw-sample .crpw-thumb").first).to_be_visible()  # thumbnails as line plots
     idle(signal)
     before = probe(lab, 1)
@@ -87,7 +87,7 @@ def test_signal_explorer_plots_brushes_and_shows_references(lab):
     for step in range(1, 11):
         page.mouse.move(box["x"] + box["width"] * (0.3 + 0.03 * step), y, steps=2)
     page.mouse.up()
-    expect(signal).to_contain_text("in the region t = ")
+    expect(signal).to_contain_text("ranked inside t = ")
     idle(signal)
     brushed = probe(lab, 1)
     start, end = brushed["region"]

@@ -110,7 +110,7 @@ def kernel_state(lab):
 def test_clicking_a_channel_updates_the_heatmap_grid_and_the_kernel_state(lab):
     page = open_linked(lab)
     selector, heatmaps = page.locator(".crpw-channels"), page.locator(".crpw-heatmaps")
-    expect(heatmaps.locator(".crpw-hm-title")).to_contain_text("top 6 channels")
+    expect(heatmaps.locator(".crpw-hm-title")).to_contain_text("of 6: top 6")
     expect(selector.locator(".crpw-conditions")).to_contain_text("none")
 
     # Hovering a channel previews its reference samples (receptive-field crops from the store).
@@ -129,8 +129,8 @@ def test_clicking_a_channel_updates_the_heatmap_grid_and_the_kernel_state(lab):
     cell = heatmaps.locator(f'.crpw-hm-cell[data-channel="{channel}"]')
     expect(cell.locator(".crpw-hm-channel")).to_have_text(f"channel {channel}")
     expect(cell.locator(".crpw-hm-share")).to_have_text(share)
-    expect(heatmaps.locator(".crpw-hm-title")).to_contain_text("layer 6 · selected channels")
-    expect(heatmaps.locator(".crpw-hm-caption")).to_contain_text(f"6: {channel})")
+    expect(heatmaps.locator(".crpw-hm-title")).to_contain_text("of 6: selected")
+    expect(heatmaps.locator(".crpw-hm-caption")).to_contain_text(f"only through 6 channel {channel} · sample #0")
     assert kernel_state(lab)[3] == f"{{'6': [{channel}]}}"
 
     # The grid cell is the kernel's conditional heatmap, coloured and blended in the browser to the same bytes.
@@ -158,7 +158,8 @@ def test_switching_the_target_class_and_the_sample_updates_every_view(lab):
     name, index = ("pale", 8) if "large" in prediction else ("large", 7)
     sample.locator("select.crpw-target").select_option(label=name)
     expect(caption).to_contain_text(f"Relevance for “{name}”")
-    expect(heatmaps.locator(".crpw-hm-caption")).to_have_text(f"R(x | y = {name})")
+    expect(heatmaps.locator(".crpw-hm-caption")).to_have_text(f"Relevance for {name} · sample #0")
+    expect(heatmaps.locator(".crpw-hm-caption")).to_have_attribute("title", re.compile(rf"R\(x \| y = {name}\)"))
     assert kernel_state(lab)[1] == str(index)
     expect(page.locator(".crpw-channels .crpw-bar-label")).not_to_have_text(ranking_before)
 
@@ -196,7 +197,7 @@ def test_an_error_shows_inside_the_widgets_and_they_keep_working(lab):
     selector.locator("select.crpw-layer").select_option("4")
     for widget in (selector, heatmaps):
         expect(widget.locator(".crpw-error")).to_be_empty()
-    expect(heatmaps.locator(".crpw-hm-title")).to_contain_text("layer 4")
+    expect(heatmaps.locator(".crpw-hm-title")).to_contain_text("of 4: top 6")
     expect(selector.locator(".crpw-bar-row")).to_have_count(10)
     assert kernel_state(lab)[2] == "4"
 

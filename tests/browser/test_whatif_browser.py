@@ -32,8 +32,9 @@ print(f"points={len(c.alphas)} target={c.target} region={view.region.value} dono
 
 POINTS = """(selector) => Array.from(document.querySelectorAll(selector), (path) =>
   (path.getAttribute("d") || "").split(/[ML]/).filter((part) => part.trim()).length)"""
-HEIGHTS = (
-    """(selector) => Array.from(document.querySelectorAll(selector), (rect) => Number(rect.getAttribute("height")))"""
+# The class scores are horizontal bars: their widths are the scores.
+WIDTHS = (
+    """(selector) => Array.from(document.querySelectorAll(selector), (rect) => Number(rect.getAttribute("width")))"""
 )
 
 
@@ -52,13 +53,13 @@ def test_switching_off_top_channels_and_an_insertion_sweep(lab):
     summary = view.locator(".crpw-whatif-summary")
     expect(summary).to_contain_text("select channels of features.conv4")
     bars = ".crpw-whatif-scores .bargroup rect"
-    assert page.evaluate(HEIGHTS, bars) == []
+    assert page.evaluate(WIDTHS, bars) == []
 
     # Switch off the three most relevant channels: the bars appear and the kernel's prediction changed.
     view.locator(".crpw-whatif-top").click()
     expect(summary).to_contain_text("off: prediction")
     expect(page.locator(bars)).to_have_count(20)  # 10 classes, before and after
-    off = page.evaluate(HEIGHTS, bars)
+    off = page.evaluate(WIDTHS, bars)
     match = re.search(r"factors=(\{.*\}) before=(\[.*\]) after=(\[.*\])", lab.run_cell(1, PRINT_SWITCH))
     assert match, lab.output(1)
     factors, before, after = (eval(group) for group in match.groups())  # the kernel's own printout
@@ -72,7 +73,7 @@ def test_switching_off_top_channels_and_an_insertion_sweep(lab):
     page.screenshot(path=ARTIFACTS / "whatif_switch.png")
     set_readout(view, ".crpw-whatif-factor", 2)
     expect(summary).to_contain_text("\N{MULTIPLICATION SIGN} 2")
-    page.wait_for_function(f"(off) => JSON.stringify(({HEIGHTS})('{bars}')) !== JSON.stringify(off)", arg=off)
+    page.wait_for_function(f"(off) => JSON.stringify(({WIDTHS})('{bars}')) !== JSON.stringify(off)", arg=off)
 
     # Insert the watermark of a green cross (scene 9) into the solid cross: an 11-point alpha sweep.
     donor = view.locator(".crpw-whatif-donor input")
