@@ -61,8 +61,9 @@ def build(family_name, seed=0):
     return prepare(model, size, seed), size
 
 
-def prepare(model, size, seed=0):
-    """Re-estimate BatchNorm statistics on random images, zero every bias and additive constant, scale the logits."""
+def calibrate(model, size, seed=0):
+    """Re-estimate the BatchNorm statistics on random images (with the initial ones, a deep random net's activations
+    shrink towards zero, and an epsilon rule absorbs all relevance); return the model in eval mode."""
     generator = torch.Generator().manual_seed(seed)
     batch_norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     model.train()
@@ -72,7 +73,14 @@ def prepare(model, size, seed=0):
     with torch.no_grad():
         for _ in range(3):
             model(torch.rand(4, 3, size, size, generator=generator))
-    model.eval()
+    return model.eval()
+
+
+def prepare(model, size, seed=0):
+    """Re-estimate BatchNorm statistics on random images, zero every bias and additive constant, scale the logits."""
+    generator = torch.Generator().manual_seed(seed + 1)
+    calibrate(model, size, seed)
+    batch_norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if name.endswith("bias") or name.endswith("pos_embedding") or name.endswith("class_token"):

@@ -108,8 +108,12 @@ def ablation_in_steps(crp, dataset, layer, scores, per_class):
 
 
 def conv_layers(crp):
-    """The model's convolutional layers (the profiled ones), in the order of ``crp.layer_names``."""
+    """The profiled layers: the model's blocks (``crp.layer_groups()``), or its convolutional layers if it has none."""
     modules = dict(crp.model.named_modules())
+    listed = [name for _, names in crp.layer_groups() for name in names]
+    blocks = [name for name in modules if name in listed and any(True for _ in modules[name].children())]
+    if len(blocks) > 1:
+        return blocks
     kinds = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
     found = [name for name in crp.layer_names if isinstance(modules[name], kinds)]
     return found or list(crp.layer_names)
