@@ -6,6 +6,7 @@ it before every use and drops what a change invalidates (a new module: the graph
 """
 
 import collections
+import threading
 
 import torch
 
@@ -40,6 +41,7 @@ class Context:
     def __init__(self, model, composite, mode="lrp", epsilon=1e-6, cache_size=2, attention="cp"):
         self.model, self.composite, self.mode, self.epsilon = model, composite, mode, epsilon
         self.attention = attention
+        self.lock = threading.RLock()  # held briefly, around the caches
         self.cache_size = max(1, int(cache_size))
         self.state = None
         self._graph = None
@@ -51,29 +53,36 @@ class Context:
     def refresh(self):
         """Compare the model with the state the caches were made for; drop what a change invalidates."""
         state = ModelState(self.model)
-        if state != self.state:
-            if self.state is None or not state.same_modules(self.state):
-                self._graph = None
-                self.axes, self.layouts = {}, {}
-            self._parameters.clear()
-            self.passes.clear()
-            self.state = state
+        with self.lock:
+            if state != self.state:
+                if self.state is None or not state.same_modules(self.state):
+                    self._graph = None
+                    self.axes, self.layouts = {}, {}
+                self._parameters.clear()
+                self.passes.clear()
+                self.state = state
         return state
+
+    def clear(self):
+        """Drop the recorded forward passes (and the memory their graphs hold)."""
+        with self.lock:
+            self.passes.clear()
 
     def graph(self, example=None):
         """The explainable graph (traced on first use, and again after the model's modules changed).
 
         ``example``: an input, run through the model to tell its own errors from tracing problems.
         """
-        if self._graph is None:
-            self._graph = Graph(self.model, self.composite, example, self.attention)
-        return self._graph
+        with self.lock:
+            if self._graph is None:
+                self._graph = Graph(self.model, self.composite, example, self.attention)
+            return self._graph
 
     def parameters(self, layer, index, modifier):
         """A layer's canonized parameters (``index`` ``None``), or those of its rule's branch ``index``."""
         key = (layer.name, index)
         cached = self._parameters.get(key)
-        if cached is None:
+        if cached is None:  # two threads may compute it at once: both get the same values
             if index is None:
                 cached = layer.parameters()
             else:
@@ -96,18 +105,26 @@ class Context:
         self.axes[name] = axis
         return axis
 
-    def forward(self, x, taps, edits=None, edits_key=()):
-        """The recorded forward pass of ``x`` with ``taps`` (from the cache when the input and model are the same)."""
+    def forward(self, x, taps, edits=None, edits_key=(), cache=True):
+        """The recorded forward pass of ``x`` with ``taps`` (from the cache when the input and model are the same).
+
+        The pass is recorded outside the context's lock: other threads' passes go on meanwhile. ``cache=False``:
+        neither looked up nor kept.
+        """
         key = (tuple(x.shape), x.dtype, x.device, float(x.sum()), frozenset(taps), edits_key)
-        cached = self.passes.get(key)
-        if cached is not None and torch.equal(cached[0], x):
-            self.passes.move_to_end(key)
-            return cached[1]
-        self.passes.pop(key, None)
-        while len(self.passes) >= self.cache_size:  # let go first: the memory is reused at once
-            self.passes.popitem(last=False)
+        if cache:
+            with self.lock:
+                cached = self.passes.get(key)
+                if cached is not None and torch.equal(cached[0], x):
+                    self.passes.move_to_end(key)
+                    return cached[1]
+                self.passes.pop(key, None)
+                while len(self.passes) >= self.cache_size:  # let go first: the memory is reused at once
+                    self.passes.popitem(last=False)
         forward = record(self, x, taps, edits)
-        self.passes[key] = (x.detach().clone(), forward)
+        if cache:
+            with self.lock:
+                self.passes[key] = (x.detach().clone(), forward)
         return forward
 
     def record(self, x, taps, edits=None, observe=None):

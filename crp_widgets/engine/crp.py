@@ -96,6 +96,28 @@ def flat_composite():
     return LayerMapComposite([(LinearTypes, Flat()), (Activation, Pass()), (BatchNorm, Pass())])
 
 
+class _Local(threading.local):
+    """Per thread: whether forward passes are cached, and the edits of the ``edited`` blocks it is in."""
+
+    uncached = False  # the defaults on every thread
+
+    def __init__(self):
+        self.edits = {}
+
+
+class _Uncached:
+    """The block of :meth:`CRP.uncached`."""
+
+    def __init__(self, local):
+        self.local, self.previous = local, False
+
+    def __enter__(self):
+        self.previous, self.local.uncached = self.local.uncached, True
+
+    def __exit__(self, *exc):
+        self.local.uncached = self.previous
+
+
 class CRP:
     """Concept Relevance Propagation on a model, with zennit rules.
 
@@ -134,7 +156,7 @@ class CRP:
             raise CRPError(f"attention must be 'cp' (CP-LRP) or 'attnlrp' (AttnLRP), got {attention!r}")
         self.model = model
         self.composite = composite if composite is not None else default_composite(model)
-        self.lock = threading.RLock()
+        self._local = _Local()  # per thread: whether forward passes are cached
         self.context = Context(model, self.composite, epsilon=epsilon, cache_size=cache_size, attention=attention)
         self.fields = Context(model, flat_composite(), mode="flat", cache_size=1)
         self.layer_names = explainable_layers(model)
@@ -143,7 +165,6 @@ class CRP:
             self.validate_layer(name)
         self.input_spec = InputSpec.of(model)
         self.vectorize = vectorize
-        self.edits = {}
 
     # --------------------------------------------------------------------------------------------- for the analyses
 
@@ -167,9 +188,9 @@ class CRP:
         """The recorded forward pass of ``x`` (cached) and whether ``x`` was one unbatched sample."""
         x, unbatched = _validate_input(x, self.model, self.input_spec, finite=False)
         check_finite(x)
-        with self.lock:
-            self.context.refresh()
-            forward = self.context.forward(x, self.tapped, self.edits, edits_key(self.edits))
+        self.context.refresh()
+        cache = not self._local.uncached
+        forward = self.context.forward(x, self.tapped, self.edits, edits_key(self.edits), cache=cache)
         if self.vectorize is not None:
             forward.vectorized = bool(self.vectorize)
         return forward, unbatched
@@ -183,9 +204,18 @@ class CRP:
 
     def record(self, x, layers, observe=None):
         """An uncached forward pass of a validated batch with ``layers`` tapped (``observe`` streams activations)."""
-        with self.lock:
-            self.context.refresh()
-            return self.context.record(x, layers, self.edits, observe)
+        self.context.refresh()
+        return self.context.record(x, layers, self.edits, observe)
+
+    def uncached(self):
+        """Inside this block, forward passes of this thread are not kept (an analysis leaves the cache to clicks).
+
+        Examples
+        --------
+        >>> with crp.uncached():
+        ...     profiles = class_profiles(crp, dataset, layers)
+        """
+        return _Uncached(self._local)
 
     def channel_axis(self, layer):
         """The axis of ``layer``'s output that holds its channels (as seen in the last forward pass)."""
@@ -334,9 +364,8 @@ class CRP:
         list[tuple[str, list[str]]]
             See :func:`crp_widgets.engine.inspection.layer_groups`.
         """
-        with self.lock:
-            self.context.refresh()
-            calls = self.context.graph().layers
+        self.context.refresh()
+        calls = self.context.graph().layers
         return layer_groups(self.model, lambda name: calls.get(name) == 1)
 
     def layers(self, x):
@@ -384,7 +413,7 @@ class CRP:
         record = [self.validate_layer(name) for name in record]
         conditions = self.conditions(conditions)
         forward, unbatched = self.forward_pass(x)
-        with self.lock:
+        with forward.lock:
             conditions = self.conditions(conditions, forward)
             masks = self.masks(forward, conditions)
             start, grad, _ = self.start(forward, target, conditions, masks)
@@ -417,7 +446,7 @@ class CRP:
         layer = self.validate_layer(layer)
         conditions = self.conditions(conditions)
         forward = self.single_pass(x, "channel_relevance")
-        with self.lock:
+        with forward.lock:
             conditions = self.conditions(conditions, forward)
             own = conditions.pop(layer, None)
             relevance, _ = self.layer_relevance(forward, layer, target, conditions)
@@ -443,7 +472,7 @@ class CRP:
         layer = self.validate_layer(layer)
         conditions = self.conditions(conditions)
         forward = self.single_pass(x, "conditional_heatmaps")
-        with self.lock:
+        with forward.lock:
             conditions = self.conditions(conditions, forward)
             if layer in conditions:
                 raise CRPError(f"conditions already select channels of {layer!r}; pass those as `channels` instead")
@@ -478,7 +507,7 @@ class CRP:
         layer = self.validate_layer(layer)
         conditions = self.conditions(conditions)
         forward = self.single_pass(x, "region_relevance")
-        with self.lock:
+        with forward.lock:
             conditions = self.conditions(conditions, forward)
             if layer in conditions:
                 raise CRPError(f"conditions already select channels of {layer!r}; region_relevance ranks all of them")
@@ -520,7 +549,7 @@ class CRP:
         layer, lower_layer = self.validate_layer(layer), self.validate_layer(lower_layer)
         conditions = self.conditions(conditions)
         forward = self.single_pass(x, "subconcepts")
-        with self.lock:
+        with forward.lock:
             conditions = self.conditions(conditions, forward)
             (channel,) = self.channels(forward, layer, [channel])
             if forward.tap(lower_layer).order >= forward.tap(layer).order:
@@ -577,7 +606,7 @@ class CRP:
         Edits (:class:`~crp_widgets.engine.interventions.Scale`, :class:`~crp_widgets.engine.interventions.Blend`)
         change the layer's activations (of the canonized model, as CRP sees them) for the layers above; relevance
         passes an edit unchanged. Predictions, attributions and rankings in the block reflect the edits; results
-        are cached per edit. Other threads' uses of this CRP wait until the block ends.
+        are cached per edit. The edits hold for this thread only: other threads compute without them meanwhile.
 
         Examples
         --------
@@ -586,16 +615,20 @@ class CRP:
         """
         return self._edited(edits)
 
+    @property
+    def edits(self):
+        """The edits of the ``edited`` blocks this thread is in (other threads compute without them)."""
+        return self._local.edits
+
     @contextlib.contextmanager
     def _edited(self, edits):
         edits = _validated_edits(self, edits)
-        with self.lock:
-            previous = self.edits
-            self.edits = {**previous, **edits}
-            try:
-                yield self
-            finally:
-                self.edits = previous
+        previous = self._local.edits
+        self._local.edits = {**previous, **edits}
+        try:
+            yield self
+        finally:
+            self._local.edits = previous
 
     def evaluate(self, x, edits=None, record=(), grad=False):
         """The output of the canonized model on ``x`` with ``edits``, and the outputs of the ``record`` layers.
@@ -615,18 +648,16 @@ class CRP:
         record = [self.validate_layer(name) for name in record]
         edits = {**self.edits, **_validated_edits(self, edits)}
         batch, unbatched = self.validate_input(x)
-        with self.lock:
-            self.context.refresh()
-            output, found = self.context.evaluate(batch, record, edits, grad)
+        self.context.refresh()
+        output, found = self.context.evaluate(batch, record, edits, grad)
         if unbatched:
             return output[0], {name: value[0] for name, value in found.items()}
         return output, found
 
     def clear_cache(self):
         """Drop the recorded forward passes (and the memory their graphs hold)."""
-        with self.lock:
-            self.context.passes.clear()
-            self.fields.passes.clear()
+        self.context.clear()
+        self.fields.clear()
 
     def receptive_fields(self, layer, neurons, x):
         """Receptive fields of neurons of ``layer`` with the flat rule (Sec. 2.3.4, Eq. 25).
@@ -651,9 +682,9 @@ class CRP:
             shape, dtype=getattr(reference, "dtype", torch.float32), device=getattr(reference, "device", "cpu")
         )
         probe, _ = self.validate_input(probe)
-        with self.lock:
-            self.fields.refresh()
-            forward = self.fields.forward(probe, self.tapped)
+        self.fields.refresh()
+        forward = self.fields.forward(probe, self.tapped)
+        with forward.lock:
             tap = forward.tap(layer)
             sample = tuple(tap.activation.shape[1:])
             neurons = [tuple(int(i) for i in (n if isinstance(n, (tuple, list)) else (n,))) for n in neurons]

@@ -366,7 +366,7 @@ class _Rows(Edit):
         return ("rows", tuple(self.samples.tolist()), self.scale.key())
 
 
-def _edited_outputs(crp, batch, layer, rows, factors, select, initial, batch_size, share_lower):
+def _edited_outputs(crp, batch, layer, rows, factors, select, initial, batch_size, share_lower, progress=None):
     """The explained output of every row (sample ``rows[i]`` with channel factors ``factors[i]``), in chunks.
 
     With ``share_lower``, each chunk runs the layers below ``layer`` once per sample (:class:`_Rows`), which is
@@ -381,7 +381,7 @@ def _edited_outputs(crp, batch, layer, rows, factors, select, initial, batch_siz
         factors_and_checks = torch.cat([factors, torch.ones(count, factors.shape[1], dtype=factors.dtype,
                                                             device=factors.device)])  # fmt: skip
         try:
-            outputs = _run_rows(crp, batch, layer, every, factors_and_checks, select, batch_size, shared=True)
+            outputs = _run_rows(crp, batch, layer, every, factors_and_checks, select, batch_size, True, progress)
         except Exception:  # the model's graph does not allow it: whole passes below
             outputs = None
         if outputs is not None:
@@ -389,10 +389,10 @@ def _edited_outputs(crp, batch, layer, rows, factors, select, initial, batch_siz
             tolerance = 1e-5 * max(1.0, float(initial.abs().max()))
             if torch.allclose(checks, initial, rtol=1e-4, atol=tolerance):
                 return outputs[: len(rows)]
-    return _run_rows(crp, batch, layer, rows, factors, select, batch_size, shared=False)
+    return _run_rows(crp, batch, layer, rows, factors, select, batch_size, False, progress)
 
 
-def _run_rows(crp, batch, layer, rows, factors, select, batch_size, shared):
+def _run_rows(crp, batch, layer, rows, factors, select, batch_size, shared, progress=None):
     edited = torch.empty(len(rows), dtype=select.dtype, device=select.device)
     for start in range(0, len(rows), batch_size):
         part = slice(start, start + batch_size)
@@ -405,6 +405,8 @@ def _run_rows(crp, batch, layer, rows, factors, select, batch_size, shared):
         else:
             output, _ = crp.evaluate(batch[index], {layer: Scale(factors[part])})
         edited[part] = (output * select[index]).sum(dim=1)
+        if progress is not None:
+            progress(min(start + batch_size, len(rows)), len(rows))
     return edited
 
 
@@ -420,6 +422,7 @@ def filter_flipping(
     min_probability=None,
     batch_size=64,
     share_lower=True,
+    progress=None,
 ):
     """Switch ``layer``'s channels off in order of relevance and record the explained output (Sec. 4.1, Fig. 19).
 
@@ -460,6 +463,8 @@ def filter_flipping(
         activations below the edit do not change). An unedited check row per sample must reproduce the model's
         output; where it does not, or the model cannot run so (a residual connection around the layer with several
         samples at once), every row runs the whole model, as with ``False``.
+    progress : callable, optional
+        Called as ``progress(done, total)`` after every batch of edited rows; raise from it to stop.
 
     Returns
     -------
@@ -509,7 +514,7 @@ def filter_flipping(
         rows.append(source.repeat_interleave(len(counts)))
         spans[name] = (start, len(ranking), ranking, source)
     factors, rows = torch.cat(factors).to(batch.device), torch.cat(rows).to(batch.device)
-    edited = _edited_outputs(crp, batch, layer, rows, factors, select, initial, batch_size, share_lower)
+    edited = _edited_outputs(crp, batch, layer, rows, factors, select, initial, batch_size, share_lower, progress)
     results = {}
     for name, (start, count, ranking, source) in spans.items():
         output = edited[start : start + count * len(counts)].reshape(count, len(counts)).cpu()
@@ -587,9 +592,8 @@ def layer_shares(crp, x, target=None, layers=None, batch_size=16):
     total = torch.cat(totals).cpu()
     output = (logits * select).sum(dim=1).cpu()
     per_sample = total / torch.where(output.abs() > 1e-12, output, torch.full_like(output, 1e-12))[:, None]
-    with crp.lock:
-        forward, _ = crp.forward_pass(batch[:batch_size])
-        ordered = forward.layer_order(names)
+    forward, _ = crp.forward_pass(batch[:batch_size])
+    ordered = forward.layer_order(names)
     index = [names.index(name) for name in ordered]
     total, per_sample = total[:, index], per_sample[:, index]
     return LayerShares(

@@ -8,6 +8,7 @@ an explaining run is a :class:`ForwardPass`: its backward passes carry relevance
 
 import contextlib
 import dataclasses
+import threading
 import weakref
 
 import torch
@@ -250,6 +251,7 @@ class ForwardPass:
     def __init__(self, input, output, taps):
         self.input, self.output, self.taps = input, output, taps
         self.memo = {}
+        self.lock = threading.RLock()  # backward passes set masks on the taps: one thread at a time
         self.vectorized = input.is_cuda
         self._bypass = {}
 
@@ -311,6 +313,10 @@ class ForwardPass:
         tuple[torch.Tensor, ...]
             The relevance at each ``capture`` (with a leading dimension k if ``batched``).
         """
+        with self.lock:
+            return self._backward(start, grad, capture, masks, batched, path_masks, create_graph, last, observe)
+
+    def _backward(self, start, grad, capture, masks, batched, path_masks, create_graph, last, observe):
         masks, path_masks = dict(masks or {}), dict(path_masks or {})
         touched = [self.tap(name) for name in {**masks, **path_masks}]
         if observe is not None:

@@ -157,7 +157,18 @@ class Profiles:
         return table[layer][self.classes.index(cls)]
 
 
-def class_profiles(crp, dataset, layers, method="crp", per_class=20, classes=None, steps=16, batch_size=32):
+def class_profiles(
+    crp,
+    dataset,
+    layers,
+    method="crp",
+    per_class=20,
+    classes=None,
+    steps=16,
+    batch_size=32,
+    max_batch=256,
+    progress=None,
+):
     """Class x layer and class x channel relevance profiles (Islam & Tushar 2021, Sec. IV-B and V-C, Fig. 4).
 
     Parameters
@@ -178,6 +189,10 @@ def class_profiles(crp, dataset, layers, method="crp", per_class=20, classes=Non
         Riemann terms of Integrated Gradients.
     batch_size : int
         Samples per pass.
+    max_batch : int
+        Rows per Integrated Gradients pass (its steps are split to fit).
+    progress : callable, optional
+        Called as ``progress(done, total)`` after every batch; raise from it (e.g. a cancellation) to stop.
 
     Returns
     -------
@@ -191,6 +206,7 @@ def class_profiles(crp, dataset, layers, method="crp", per_class=20, classes=Non
     samples = class_samples(dataset, per_class, classes)
     device = _device(crp)
     sums, magnitudes, layer_rows = {name: [] for name in layers}, {name: [] for name in layers}, []
+    done, total = 0, sum(-(-len(indices) // batch_size) for indices in samples.values())
     for cls, indices in samples.items():
         signed = dict.fromkeys(layers, 0.0)
         absolute = dict.fromkeys(layers, 0.0)
@@ -199,16 +215,18 @@ def class_profiles(crp, dataset, layers, method="crp", per_class=20, classes=Non
             if method == "crp":
                 relevance = crp.attribute(x, target=cls, record=layers).relevance
             else:
-                relevance = {name: channel_integrated_gradients(crp, x, name, cls, steps) for name in layers}
+                relevance = {name: channel_integrated_gradients(crp, x, name, cls, steps, max_batch) for name in layers}
             for name in layers:
                 values = relevance[name].detach().double().cpu()
                 signed[name] = signed[name] + values.sum(dim=0)
                 absolute[name] = absolute[name] + values.abs().sum(dim=0)
+            done += 1
+            if progress is not None:
+                progress(done, total)
         for name in layers:
             sums[name].append(signed[name] / len(indices))
             magnitudes[name].append(absolute[name] / len(indices))
         layer_rows.append(torch.stack([magnitudes[name][-1].sum() for name in layers]))
-    crp.clear_cache()
     return Profiles(
         method=method,
         layers=layers,
@@ -274,8 +292,10 @@ def _score_table(layers, scores):
 
 
 def ablation_table(crp, dataset, layers, scores, fractions=(0.01, 0.02, 0.03), which=("top", "bottom"),
-                   per_class=20, classes=None, batch_size=32):  # fmt: skip
+                   per_class=20, classes=None, batch_size=32, progress=None):  # fmt: skip
     """:func:`ablate` for every ``(which, fraction)`` at once: one batched forward pass per batch of samples.
+
+    ``progress``: called as ``progress(done, total)`` after every batch; raise from it (e.g. a cancellation) to stop.
 
     Returns
     -------
@@ -299,6 +319,7 @@ def ablation_table(crp, dataset, layers, scores, fractions=(0.01, 0.02, 0.03), w
             rows[row, channels[name]] = 0.0
         factors[name] = rows
     correct = torch.zeros(len(variants) + 1, len(samples))
+    done, total = 0, sum(-(-len(indices) // batch_size) for indices in samples.values())
     for column, (cls, indices) in enumerate(samples.items()):
         for start in range(0, len(indices), batch_size):
             x = _batch(dataset, indices[start : start + batch_size], device)
@@ -308,6 +329,9 @@ def ablation_table(crp, dataset, layers, scores, fractions=(0.01, 0.02, 0.03), w
             output, _ = crp.evaluate(repeated, edits)
             predicted = output.argmax(dim=1).reshape(len(variants) + 1, count).cpu()
             correct[:, column] += (predicted == cls).sum(dim=1).float()
+            done += 1
+            if progress is not None:
+                progress(done, total)
     accuracy = correct / torch.tensor([len(indices) for indices in samples.values()], dtype=torch.float32)
     return [
         Ablation(channels, float(f), w, list(samples), accuracy[0], accuracy[row], samples)

@@ -169,25 +169,24 @@ class ReferenceViews:
         crp = self.crp
         samples, labels = zip(*(self._sample(r) for r in references))
         x = torch.stack(samples)
-        with crp.lock:
-            forward, _ = crp.forward_pass(x)
-            tap = forward.tap(layer)
-            neuron_mask = torch.zeros_like(tap.activation)
-            indices = [_native(reference.neuron, tap.axis) for reference in references]
-            for row, index in enumerate(indices):
-                neuron_mask[(row, *index)] = 1
-            if init == "activation":
-                targets = [None] * len(references)
-                start = tap.activation * neuron_mask
-            else:
-                prediction = forward.output.detach().argmax(dim=1)
-                targets = [cls if cls is not None else self._target(r, label, p)
-                           for r, label, p in zip(references, labels, prediction)]  # fmt: skip
-                grad = forward.output.detach() * target_mask(forward.output, torch.tensor(targets))
-                (relevance,) = forward.backward(forward.output, grad, [tap.output])
-                start = relevance.detach() * neuron_mask
-            (input_relevance,) = forward.backward(tap.site, start, [forward.input])
-            input_relevance = input_relevance.detach()
+        forward, _ = crp.forward_pass(x)
+        tap = forward.tap(layer)
+        neuron_mask = torch.zeros_like(tap.activation)
+        indices = [_native(reference.neuron, tap.axis) for reference in references]
+        for row, index in enumerate(indices):
+            neuron_mask[(row, *index)] = 1
+        if init == "activation":
+            targets = [None] * len(references)
+            start = tap.activation * neuron_mask
+        else:
+            prediction = forward.output.detach().argmax(dim=1)
+            targets = [cls if cls is not None else self._target(r, label, p)
+                       for r, label, p in zip(references, labels, prediction)]  # fmt: skip
+            grad = forward.output.detach() * target_mask(forward.output, torch.tensor(targets))
+            (relevance,) = forward.backward(forward.output, grad, [tap.output])
+            start = relevance.detach() * neuron_mask
+        (input_relevance,) = forward.backward(tap.site, start, [forward.input])
+        input_relevance = input_relevance.detach()
         heatmaps = input_relevance.sum(dim=1) if input_relevance.ndim > 2 else input_relevance
         fields = crp.receptive_fields(layer, indices, x[:1])
         views = []

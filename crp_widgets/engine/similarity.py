@@ -29,7 +29,7 @@ def _sample(datasets, dataset, index):
 
 
 def concept_similarity(crp, store, datasets, layer, k=8, mode="relevance", target="sum", batch_size=32,
-                       pair_budget=2**24):  # fmt: skip
+                       pair_budget=2**24, progress=None):  # fmt: skip
     """The symmetrised cosine similarity ``rho`` ``[C, C]`` of the channels of ``layer`` (Eq. 30-31).
 
     Parameters
@@ -50,6 +50,8 @@ def concept_similarity(crp, store, datasets, layer, k=8, mode="relevance", targe
         Reference samples per forward pass.
     pair_budget : int
         Upper bound on the elements of one ``[pairs, C, positions]`` block of the vectorised cosine.
+    progress : callable, optional
+        Called as ``progress(done, total)`` after every batch; raise from it (e.g. a cancellation) to stop.
 
     Returns
     -------
@@ -87,6 +89,8 @@ def concept_similarity(crp, store, datasets, layer, k=8, mode="relevance", targe
             # cos of z_q^m with every z_p^m: [pairs, C]
             values = torch.einsum("ps,pcs->pc", z[ms, qs], z[ms]).double()
             cos.index_add_(0, qs, values)
+        if progress is not None:
+            progress(min(start + batch_size, len(keys)), len(keys))
     cos = cos / count.clamp(min=1)[:, None]
     rho = ((cos + cos.T) / 2).float()
     rho.fill_diagonal_(1.0)

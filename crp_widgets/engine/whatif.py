@@ -193,6 +193,7 @@ def insertion_curve(
     upper=None,
     donor_mask=None,
     batch_size=64,
+    progress=None,
 ):
     """Blend a donor's concept into target samples for a sweep of ``alpha`` (Sec. 4.2, Eq. 27-29, Fig. 21).
 
@@ -232,6 +233,8 @@ def insertion_curve(
         With ``averaged``: average the donor only inside this input region ``[H, W]`` (e.g. its background).
     batch_size : int
         Rows (alpha, sample) per forward and backward pass.
+    progress : callable, optional
+        Called as ``progress(done, total)`` after every batch; raise from it (e.g. a cancellation) to stop.
 
     Returns
     -------
@@ -269,8 +272,17 @@ def insertion_curve(
 
     chunks = [(start, min(start + max(1, int(batch_size)), rows)) for start in range(0, rows, max(1, int(batch_size)))]
     target = target_classes
+
+    def report(index):
+        if progress is not None:
+            progress(index + 1, len(chunks))
+
     if track == 0:
-        outputs = torch.cat([crp.evaluate(row_x[a:b], edits(a, b))[0] for a, b in chunks])
+        outputs = []
+        for index, (a, b) in enumerate(chunks):
+            outputs.append(crp.evaluate(row_x[a:b], edits(a, b))[0])
+            report(index)
+        outputs = torch.cat(outputs)
         outputs = outputs.reshape(len(alphas), count, -1).cpu()
         return InsertionCurve(layer, alphas, outputs, None, {}, {}, bool(averaged))
 
@@ -285,12 +297,13 @@ def insertion_curve(
         change = ends_out[count:].mean(dim=0) - ends_out[:count].mean(dim=0)
         target = int(change.abs().argmax())
     outputs, relevance = [], {name: [] for name in recorded}
-    for start, stop in chunks:
+    for index, (start, stop) in enumerate(chunks):
         with crp.edited(edits(start, stop)):
             result = crp.attribute(row_x[start:stop], target, record=recorded)
         outputs.append(result.prediction)
         for name in recorded:
             relevance[name].append(result.relevance[name])
+        report(index)
     outputs = torch.cat(outputs).reshape(len(alphas), count, -1).cpu()
     relevance = {name: torch.cat(values).reshape(len(alphas), count, -1).cpu() for name, values in relevance.items()}
     tracked = {}

@@ -86,6 +86,8 @@ class Scheduled(traitlets.HasTraits):
             self._finish(view)
             self.settle(view, error)
 
+        if lane == "analysis":  # an analysis leaves the engine's cache of forward passes to the clicks
+            compute = _uncached(self.session.crp, compute)
         priority = self.priority + (1 if later else 0)
         return self.session.worker.submit((id(self), view), key, compute, done, fail, priority, lane, progress)
 
@@ -217,6 +219,16 @@ class Component(Scheduled, anywidget.AnyWidget):
     Subclasses set ``_esm``/``_css`` (``STATIC / "<name>.js"``), declare their synced traits, observe the state
     traits they depend on and call :meth:`schedule` to compute off the comm thread. See :class:`Scheduled`.
     """
+
+
+def _uncached(crp, compute):
+    """``compute`` run inside ``crp.uncached()`` (its forward passes are not kept; see :meth:`CRP.uncached`)."""
+
+    def run():
+        with crp.uncached():
+            return compute()
+
+    return run
 
 
 class PanelStyles(anywidget.AnyWidget):

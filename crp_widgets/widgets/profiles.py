@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..engine import CRPError
-from ..engine.profiles import Ablation, Profiles, ablation_table, class_profiles, class_samples
+from ..engine.profiles import ablation_table, class_profiles
 from .charts import about, legend, with_legend
 from .component import Panel
 from .worker import current_task
@@ -29,82 +29,29 @@ FRACTIONS = (0.01, 0.02, 0.03)
 CHUNK = 2  # samples per step of a profile: a click waits for at most one such step
 
 
-class _Labelled(torch.utils.data.Dataset):
-    """Some samples of one class of a dataset, as a dataset whose labels are known without reading them."""
-
-    def __init__(self, dataset, indices, cls):
-        self.dataset, self.indices = dataset, list(indices)
-        self.labels = torch.full((len(self.indices),), int(cls), dtype=torch.int64)
-
-    def __len__(self):
-        return len(self.indices)
-
-    def __getitem__(self, index):
-        return self.dataset[self.indices[index]]
-
-
 def profiles_in_steps(crp, dataset, layers, method, per_class, steps=16, chunk=CHUNK):
-    """:func:`~crp_widgets.engine.profiles.class_profiles` in steps of ``chunk`` samples (and one layer for IG).
+    """:func:`~crp_widgets.engine.profiles.class_profiles` in steps of ``chunk`` samples.
 
-    Between two steps the running analysis reports its progress, stops when cancelled and lets clicks go first
-    (:meth:`~crp_widgets.widgets.worker.Task.step`): a click waits for one step at most. The result equals one call
-    over all samples (class means).
+    After every step the running analysis reports its progress, stops when cancelled and lets clicks go first
+    (:meth:`~crp_widgets.widgets.worker.Task.step`): a click waits for one step at most. Integrated Gradients passes
+    take ``chunk`` rows at most.
 
     Returns
     -------
     Profiles
     """
-    samples, task = class_samples(dataset, per_class), current_task()
-    # CRP records every layer in one backward pass; Integrated Gradients runs one pass per layer anyway.
-    groups = [list(layers)] if method == "crp" else [[layer] for layer in layers]
-    total = sum(len(indices) for indices in samples.values()) * len(groups)
-    done = 0
-    signed, absolute = {name: [] for name in layers}, {name: [] for name in layers}
-    for cls, indices in samples.items():
-        sums = dict.fromkeys(layers, 0.0), dict.fromkeys(layers, 0.0)
-        for start in range(0, len(indices), chunk):
-            part = indices[start : start + chunk]
-            for group in groups:
-                task.step(done, total)
-                profile = class_profiles(crp, _Labelled(dataset, part, cls), group, method, per_class=len(part),
-                                         classes=[cls], steps=steps, batch_size=chunk)  # fmt: skip
-                for name in group:
-                    sums[0][name] = sums[0][name] + profile.channel[name][0].double() * len(part)
-                    sums[1][name] = sums[1][name] + profile.magnitude[name][0].double() * len(part)
-                done += len(part)
-        for name in layers:
-            signed[name].append((sums[0][name] / len(indices)).float())
-            absolute[name].append((sums[1][name] / len(indices)).float())
-    task.step(total, total)
-    magnitude = {name: torch.stack(rows) for name, rows in absolute.items()}
-    return Profiles(
-        method=method, layers=list(layers), classes=list(samples),
-        channel={name: torch.stack(rows) for name, rows in signed.items()}, magnitude=magnitude,
-        layer=torch.stack([magnitude[name].double().sum(dim=1) for name in layers], dim=1).float(), samples=samples,
-    )  # fmt: skip
+    task = current_task()
+    task.step(0, 1)
+    return class_profiles(crp, dataset, list(layers), method, per_class=per_class, steps=steps, batch_size=chunk,
+                          max_batch=chunk, progress=task.step)  # fmt: skip
 
 
-def ablation_in_steps(crp, dataset, layer, scores, per_class):
-    """:func:`~crp_widgets.engine.profiles.ablation_table` one class at a time (a step of the analysis each)."""
-    samples, task = class_samples(dataset, per_class), current_task()
-    parts = []
-    for done, cls in enumerate(samples):
-        task.step(done, len(samples))
-        parts.append(ablation_table(crp, dataset, layer, scores, FRACTIONS, ("top", "bottom"), per_class=per_class,
-                                    classes=[cls]))  # fmt: skip
-    task.step(len(samples), len(samples))
-    return [
-        Ablation(
-            first.channels,
-            first.fraction,
-            first.which,
-            list(samples),
-            torch.cat([part[row].before for part in parts]),
-            torch.cat([part[row].after for part in parts]),
-            samples,
-        )
-        for row, first in enumerate(parts[0])
-    ]
+def ablation_in_steps(crp, dataset, layer, scores, per_class, chunk=CHUNK):
+    """:func:`~crp_widgets.engine.profiles.ablation_table` in steps of ``chunk`` samples (see `profiles_in_steps`)."""
+    task = current_task()
+    task.step(0, 1)
+    return ablation_table(crp, dataset, layer, scores, FRACTIONS, ("top", "bottom"), per_class=per_class,
+                          batch_size=chunk, progress=task.step)  # fmt: skip
 
 
 def conv_layers(crp):
