@@ -24,6 +24,7 @@ import { blend } from "./lib/blend";
 import { colorize } from "./lib/colormap";
 import { colourBar } from "./lib/colour-bar";
 import { boundNumber, boundSelect, formatValue, uniqueId } from "./lib/gallery-atlas-controls";
+import { type LayerGroup, layerChoices } from "./lib/layer-menu";
 import { coalesced } from "./lib/views-dom";
 import { type Shell, element, mountShell } from "./lib/shell";
 import "./lib/theme.css";
@@ -56,6 +57,7 @@ interface AtlasModel {
   layer: string;
   channel: number | null;
   layers: { name: string; channels: number; spatial: boolean }[];
+  layer_menu: LayerGroup[];
   mode: string;
   region: ArrayValue | null;
   image: DataView | null;
@@ -152,12 +154,11 @@ function atlasControls(shell: Shell, model: Model): { bar: HTMLElement; slic: HT
   const bar = element("div", "crpw-controls crpw-atlas-controls");
   const layer = boundSelect(shell, any, "layer", "Layer", []);
   shell.listen(
-    ["layers", "layer"],
+    ["layers", "layer_menu", "layer"],
     () => {
-      const known = model.get("layers").map((info) => ({ value: info.name, label: `${info.name} (${info.channels})` }));
-      const current = model.get("layer");
-      if (current && !known.some((choice) => choice.value === current)) known.push({ value: current, label: current });
-      layer.setChoices(known);
+      const channels = new Map(model.get("layers").map((info) => [info.name, info.channels]));
+      const label = (name: string): string => (channels.has(name) ? `${name} (${channels.get(name)})` : name);
+      layer.setChoices(layerChoices(model.get("layer_menu"), model.get("layer"), label));
     },
     true,
   );

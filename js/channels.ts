@@ -7,6 +7,7 @@
  * hovering or moving onto a channel previews its reference samples when the session has a reference store.
  */
 import type { RenderProps } from "@anywidget/types";
+import { fillSelect, type LayerGroup, layerChoices } from "./lib/layer-menu";
 import { element, mountShell, type Shell } from "./lib/shell";
 import {
   type BarScale,
@@ -30,6 +31,7 @@ interface ChannelModel {
   error: string;
   busy: boolean;
   layers: string[];
+  layer_menu: LayerGroup[];
   layer: string;
   ranking: unknown;
   ranking_layer: string;
@@ -71,7 +73,7 @@ const EQ8 =
 
 let instances = 0;
 
-/** The layer chooser, the channel count and the "show all" toggle. */
+/** The layer chooser (the model's blocks by stage), the channel count and the "show all" toggle. */
 function mountHeader(model: Model, shell: Shell, summary: HTMLElement): HTMLElement {
   const header = element("div", "crpw-controls crpw-channels-head");
   const layers = element("select", "crpw-layer");
@@ -89,17 +91,8 @@ function mountHeader(model: Model, shell: Shell, summary: HTMLElement): HTMLElem
     model.save_changes();
   });
   shell.listen(
-    ["layers", "layer"],
-    () => {
-      layers.replaceChildren(
-        ...model.get("layers").map((name) => {
-          const option = element("option", "", name);
-          option.value = name;
-          return option;
-        }),
-      );
-      layers.value = model.get("layer");
-    },
+    ["layer_menu", "layer"],
+    () => fillSelect(layers, layerChoices(model.get("layer_menu"), model.get("layer")), model.get("layer")),
     true,
   );
   shell.listen(["show_all"], () => void (showAll.checked = model.get("show_all")), true);

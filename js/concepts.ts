@@ -8,6 +8,7 @@ import type { AnyModel, RenderProps } from "@anywidget/types";
 import { accuracyText, formatNumber, parseReference, REFERENCE_TYPE } from "./lib/concept-basket";
 import { boundNumber, boundSelect } from "./lib/gallery-atlas-controls";
 import { colourBar } from "./lib/colour-bar";
+import { type LayerGroup, layerChoices } from "./lib/layer-menu";
 import { element, mountShell } from "./lib/shell";
 import { coalesced, opacitySlider, pngImage } from "./lib/views-dom";
 import { compose, decodePayload, heatmapPixels, ImageSlot, type Pixels, paint } from "./lib/views-overlay";
@@ -27,7 +28,7 @@ interface ConceptsModel {
   basket: Reference[];
   thumbnails: DataView[];
   layer: string;
-  layers: string[];
+  layer_menu: LayerGroup[];
   n_random: number;
   concept_info: { accuracy?: number; positives?: number; negatives?: number; layer?: string; examples?: number };
   image: DataView | null;
@@ -88,8 +89,8 @@ function render({ model, el }: RenderProps<ConceptsModel>): () => void {
 
   const layer = boundSelect(shell, any, "layer", "Layer", []);
   shell.listen(
-    ["layers"],
-    () => layer.setChoices(model.get("layers").map((name) => ({ value: name, label: name }))),
+    ["layer_menu", "layer"],
+    () => layer.setChoices(layerChoices(model.get("layer_menu"), model.get("layer"))),
     true,
   );
   const learn = button("Learn concept", "fit a linear classifier on the layer's spatial activations (SACV)");

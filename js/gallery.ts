@@ -10,6 +10,7 @@ import { isEmpty, pngUrl } from "./lib/codecs";
 import { colourBar } from "./lib/colour-bar";
 import { encodeReference, REFERENCE_TYPE } from "./lib/concept-basket";
 import { boundCheckbox, boundNumber, boundRadios, boundSelect, formatValue } from "./lib/gallery-atlas-controls";
+import { type LayerGroup, layerChoices } from "./lib/layer-menu";
 import { coalesced } from "./lib/views-dom";
 import { type Shell, element, mountShell } from "./lib/shell";
 import "./lib/theme.css";
@@ -56,6 +57,8 @@ interface GalleryModel {
   groups: Group[];
   images: DataView[];
   store_info: StoreInfo;
+  layer_menu: LayerGroup[];
+  crop_note: string;
   message: string;
   concept: { concept?: string | null; iou?: number };
 }
@@ -97,15 +100,12 @@ function controls(shell: Shell, model: Model): HTMLElement {
   const bar = element("div", "crpw-controls crpw-gallery-controls");
   const layer = boundSelect(shell, any, "layer", "Layer", []);
   shell.listen(
-    ["store_info", "layer"],
+    ["store_info", "layer_menu", "layer"],
     () => {
-      const layers = Object.entries(model.get("store_info").layers ?? {});
-      const choices = layers.map(([name, channels]) => ({ value: name, label: `${name} (${channels})` }));
-      const current = model.get("layer");
-      if (current && !layers.some(([name]) => name === current)) {
-        choices.push({ value: current, label: `${current} (not in the store)` });
-      }
-      layer.setChoices(choices);
+      const stored = model.get("store_info").layers ?? {};
+      const label = (name: string): string =>
+        Object.hasOwn(stored, name) ? `${name} (${stored[name]})` : `${name} (not in the store)`;
+      layer.setChoices(layerChoices(model.get("layer_menu"), model.get("layer"), label));
     },
     true,
   );
@@ -120,12 +120,19 @@ function controls(shell: Shell, model: Model): HTMLElement {
   ]);
   const k = boundNumber(shell, any, "k", "k", { min: 1, step: 1 }, true);
   shell.listen(["store_info"], () => (k.input.max = String(model.get("store_info").k ?? "")), true);
-  const view = boundSelect(shell, any, "view", "View", [
-    { value: "sample", label: "full sample" },
-    { value: "crop", label: "receptive field" },
-    { value: "heatmap", label: "heatmap" },
-    { value: "masked", label: "masked crop" },
-  ]);
+  const view = boundSelect(shell, any, "view", "View", []);
+  shell.listen(
+    ["crop_note"],
+    () =>
+      view.setChoices([
+        { value: "sample", label: "full sample" },
+        // Where every position sees the whole input, a crop is where the relevance is, not a receptive field.
+        { value: "crop", label: model.get("crop_note") ? "relevant region" : "receptive field" },
+        { value: "heatmap", label: "heatmap" },
+        { value: "masked", label: "masked crop" },
+      ]),
+    true,
+  );
   const init = boundSelect(shell, any, "init", "Heatmap from", [
     { value: "relevance", label: "relevance" },
     { value: "activation", label: "activation" },
@@ -248,6 +255,8 @@ function render({ model, el }: RenderProps<GalleryModel>): () => void {
   const progress = element("div", "crpw-gallery-progress");
   progress.setAttribute("role", "status");
   const message = element("div", "crpw-gallery-message");
+  const cropNote = element("div", "crpw-gallery-crop-note");
+  cropNote.setAttribute("role", "note");
   const tabs = element("div", "crpw-gallery-tabs");
   tabs.setAttribute("role", "tablist");
   tabs.setAttribute("aria-label", "Classes");
@@ -269,9 +278,17 @@ function render({ model, el }: RenderProps<GalleryModel>): () => void {
   );
   const scale = colourBar();
   shell.listen(["view"], () => void (scale.root.hidden = model.get("view") !== "heatmap"), true);
-  shell.body.append(controls(shell, model), concept, progress, message, tabs, rows.root, scale.root);
+  shell.body.append(controls(shell, model), concept, progress, message, cropNote, tabs, rows.root, scale.root);
   shell.listen(["store_info"], () => (progress.textContent = progressText(model.get("store_info"))), true);
   shell.listen(["message"], () => (message.textContent = model.get("message")), true);
+  shell.listen(
+    ["crop_note"],
+    () => {
+      cropNote.textContent = model.get("crop_note");
+      cropNote.hidden = !model.get("crop_note");
+    },
+    true,
+  );
   shell.listen(["class_tabs", "cls", "mode", "compare"], () => renderTabs(tabs, model), true);
   shell.listen(["groups", "images"], coalesced(() => rows.render(model)), true);
   shell.onDispose(() => rows.clear());

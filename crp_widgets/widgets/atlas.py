@@ -18,6 +18,7 @@ from ..engine.atlas import assign_concepts, region_concepts, superpixels, top_co
 from .channels import describe_conditions
 from .component import STATIC, Component
 from .gallery import class_name, displayed
+from .layers import layer_menu
 from .traits import PNG, Array, PNGList
 
 __all__ = ["ConceptAtlas"]
@@ -69,7 +70,10 @@ class ConceptAtlas(Component):
     concepts : list[dict]
         The legend: ``{"channel", "relevance", "share"}`` per concept, most relevant first.
     layers : list[dict]
-        The model's layers ``{"name", "channels", "spatial"}`` for the layer choice.
+        The model's layers ``{"name", "channels", "spatial"}``: their channel counts, for the layer menu.
+    layer_menu : list[dict]
+        The layer menu, grouped: ``{"group", "layers"}`` entries (the model's blocks by stage,
+        :func:`~crp_widgets.widgets.layers.layer_menu`); a layer that no group lists shows in a group of its own.
     caption : str
         What the atlas explains (class, and the conditions on other layers it follows).
     magnitude : float
@@ -107,6 +111,7 @@ class ConceptAtlas(Component):
     segment_relevance = Array(dtype="float32", ndim=2)
     concepts = traitlets.List().tag(sync=True)
     layers = traitlets.List().tag(sync=True)
+    layer_menu = traitlets.List().tag(sync=True)
     caption = traitlets.Unicode("").tag(sync=True)
     magnitude = traitlets.Float(0.0).tag(sync=True)
     region_concepts = traitlets.List().tag(sync=True)
@@ -119,6 +124,7 @@ class ConceptAtlas(Component):
         if layer is not None:
             self.state.layer = layer
         self._concepts = collections.OrderedDict()  # top concepts and heatmaps, reused across atlas options
+        self.layer_menu = layer_menu(self.session.crp)
         self.mirror("layer", "channel")
         if self.state.region is not None:
             self.region = np.asarray(self.state.region, dtype=bool).astype(np.uint8)

@@ -9,6 +9,7 @@ import torch
 import traitlets
 
 from .component import STATIC, Component
+from .layers import block_layers, layer_menu
 from .sample import thumbnail
 from .traits import Array, PNGList
 
@@ -20,11 +21,10 @@ PREVIEW_SIZE = 48
 
 def default_layer(crp):
     """The layer shown first: the model's last block (e.g. a transformer layer), else its last convolution."""
-    modules = dict(crp.model.named_modules())
-    listed = [name for _, names in crp.layer_groups() for name in names]
-    blocks = [name for name in modules if name in listed and any(True for _ in modules[name].children())]
+    blocks = block_layers(crp)
     if blocks:
         return blocks[-1]
+    modules = dict(crp.model.named_modules())
     kinds = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
     convolutions = [name for name in crp.layer_names if isinstance(modules[name], kinds)]
     return convolutions[-1] if convolutions else crp.layer_names[0]
@@ -77,7 +77,10 @@ class ChannelSelector(Component):
     Attributes
     ----------
     layers : list[str]
-        The layers to choose from (``session.crp.layer_names``).
+        Every layer of the model in forward order (``session.crp.layer_names``): the order of the condition chips.
+    layer_menu : list[dict]
+        The layer menu: ``{"group", "layers"}`` entries (:func:`~crp_widgets.widgets.layers.layer_menu`), the
+        model's blocks by stage. A layer set from Python that no group lists shows in a group of its own.
     layer : str
         ``state.layer``, for the front end.
     ranking : numpy.ndarray
@@ -114,6 +117,7 @@ class ChannelSelector(Component):
     _css = STATIC / "channels.css"
 
     layers = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    layer_menu = traitlets.List().tag(sync=True)
     layer = traitlets.Unicode("").tag(sync=True)
     ranking = Array(ndim=2)
     ranking_layer = traitlets.Unicode("").tag(sync=True)
@@ -132,6 +136,7 @@ class ChannelSelector(Component):
     def __init__(self, session, state=None, *, top_k=10, **kwargs):
         super().__init__(session, state, **kwargs)
         self.layers = list(self.session.crp.layer_names)
+        self.layer_menu = layer_menu(self.session.crp)
         self.top_k = top_k
         if not self.state.layer:
             self.state.layer = default_layer(self.session.crp)

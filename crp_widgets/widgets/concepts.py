@@ -17,6 +17,7 @@ from ..engine.concepts import concept_contribution, concept_maps, learn_concept
 from .channels import default_layer
 from .component import STATIC, Component
 from .gallery import class_name, displayed
+from .layers import layer_menu
 from .traits import PNG, Array, PNGList
 
 __all__ = ["UserConceptView"]
@@ -58,8 +59,9 @@ class UserConceptView(Component):
         One picture per basket entry (PNG bytes in the front end).
     layer : str
         The layer the concept is learned on (``state.layer`` at first).
-    layers : list[str]
-        The layers to choose from.
+    layer_menu : list[dict]
+        The layers to choose from, grouped: ``{"group", "layers"}`` entries (the model's blocks by stage,
+        :func:`~crp_widgets.widgets.layers.layer_menu`); a layer that no group lists shows in a group of its own.
     concept_info : dict
         The learned concept: ``layer``, ``accuracy`` (held-out balanced accuracy), ``positives``, ``negatives``,
         ``examples``, ``counter_examples``; empty before learning.
@@ -82,7 +84,7 @@ class UserConceptView(Component):
     basket = traitlets.List().tag(sync=True)
     thumbnails = PNGList()
     layer = traitlets.Unicode("").tag(sync=True)
-    layers = traitlets.List().tag(sync=True)
+    layer_menu = traitlets.List().tag(sync=True)
     n_random = traitlets.Int(20, min=1).tag(sync=True)
     concept_info = traitlets.Dict().tag(sync=True)
     image = PNG()
@@ -96,7 +98,7 @@ class UserConceptView(Component):
         super().__init__(session, state, **kwargs)
         if not self.state.layer:
             self.state.layer = default_layer(self.session.crp)
-        self.layers = list(self.session.crp.layer_names)
+        self.layer_menu = layer_menu(self.session.crp)
         self.layer = self.state.layer
         self.n_random = n_random
         self.masks = masks

@@ -15,13 +15,16 @@ import traitlets
 from ..engine import CRPError
 from ..render.signals import heatmap_picture, signal_reference_picture
 from .component import STATIC, Component
+from .layers import layer_menu
 from .traits import PNGList
 
-__all__ = ["ReferenceGallery"]
+__all__ = ["FOLLOWS_RELEVANCE", "ReferenceGallery"]
 
 MODES = {"relevance": "RelMax", "activation": "ActMax"}
 VIEWS = ("sample", "crop", "heatmap", "masked")
 CLASS_TABS = 5
+
+FOLLOWS_RELEVANCE = "Every position of this layer sees the whole {input}: crops follow the relevance."
 
 NO_STORE = (
     "No reference store yet. Reference samples come from a scan of a dataset (the samples that use each channel\n"
@@ -61,7 +64,8 @@ class ReferenceGallery(Component):
         References per row.
     view : {"sample", "crop", "heatmap", "masked"}
         Full sample, receptive-field crop, conditional heatmap of the crop, or the crop masked where the smoothed
-        heatmap stays below 40 % of its maximum (Fig. 8).
+        heatmap stays below 40 % of its maximum (Fig. 8). Where the channel's neurons see the whole input (a
+        transformer's tokens), the crop is the bounding box of the relevant region instead (see ``crop_note``).
     init : {"relevance", "activation"}
         Heatmaps start from the relevance for the sample's class or from the channel's activation (Sec. 2.3.5).
     cls : int or None
@@ -75,6 +79,13 @@ class ReferenceGallery(Component):
     store_info : dict
         The store's layers (name to channel count), ``k``, ``class_k``, ``samples``, ``total`` and ``complete``;
         empty without a store.
+    layer_menu : list[dict]
+        The store's layers, grouped as the model's blocks by stage (``{"group", "layers"}``,
+        :func:`~crp_widgets.widgets.layers.layer_menu`); empty without a store.
+    crop_note : str
+        Why the crops are not receptive fields, next to the references, or empty: where every position of the layer
+        sees the whole input (a transformer's tokens), a crop is the bounding box of the relevant region
+        (:data:`FOLLOWS_RELEVANCE`), and the view is called "relevant region" instead of "receptive field".
     message : str
         A note shown instead of tiles (no store yet, no channel chosen).
     concept : dict
@@ -98,6 +109,8 @@ class ReferenceGallery(Component):
     groups = traitlets.List().tag(sync=True)
     images = PNGList()
     store_info = traitlets.Dict().tag(sync=True)
+    layer_menu = traitlets.List().tag(sync=True)
+    crop_note = traitlets.Unicode("").tag(sync=True)
     message = traitlets.Unicode("").tag(sync=True)
     concept = traitlets.Dict().tag(sync=True)
 
@@ -125,7 +138,7 @@ class ReferenceGallery(Component):
         """References that could not be read show no tiles of another channel."""
         if view == "tiles":
             with self.hold_sync():
-                self.groups, self.images, self.class_tabs = [], (), []
+                self.groups, self.images, self.class_tabs, self.crop_note = [], (), [], ""
 
     def _show_concept(self):
         """The dissection label of the channel in focus, next to its references."""
@@ -166,6 +179,7 @@ class ReferenceGallery(Component):
             self._clear(NO_STORE)
             return
         self.store_info = _store_info(store)
+        self.layer_menu = layer_menu(self.session.crp, store.layers)
         self._watch()
         if not self.layer or self.channel is None:
             self.drop("tiles")
@@ -199,15 +213,16 @@ class ReferenceGallery(Component):
             self.groups = []
             self.images = ()
             self.class_tabs = []
+            self.crop_note = ""
             if self.session.store is None:
-                self.store_info = {}
+                self.store_info, self.layer_menu = {}, []
 
     def _compute(self, store, layer, channel, mode, compare, maximization, k, view, init, cls):
         self.session.current_store()
         views = self.session.views
         tabs = [{"cls": c, "name": self._class_name(c), "relevance": r}
                 for c, r in store.top_classes(layer, channel, k=CLASS_TABS)]  # fmt: skip
-        groups, images = [], []
+        groups, images, note = [], [], ""
         for shown in ("relevance", "activation") if compare else (mode,):
             conditional = cls if shown == "relevance" else None
             references = views.views(layer, channel, mode=shown, target=maximization, k=k, cls=conditional, init=init)
@@ -217,17 +232,20 @@ class ReferenceGallery(Component):
                 "tiles": [_tile(v, self._class_name) for v in references],
             })  # fmt: skip
             images.extend(self._picture(v, view) for v in references)
-        return tabs, groups, images
+            if any(v.follows_relevance for v in references):
+                note = FOLLOWS_RELEVANCE.format(input="signal" if references[0].sample.ndim == 2 else "image")
+        return tabs, groups, images, note
 
     def _apply(self, result):
         self.settle("store")  # references shown again: a refused store is history
-        tabs, groups, images = result
+        tabs, groups, images, note = result
         scanning = not self.store_info.get("complete", True)
         empty = not any(group["tiles"] for group in groups)
         with self.hold_sync():
             self.class_tabs = tabs
             self.groups = groups
             self.images = images
+            self.crop_note = note
             self.message = ("No references yet: the scan has not reached this channel." if scanning
                             else "This channel has no references in the store.") if empty else ""  # fmt: skip
 

@@ -20,6 +20,7 @@ from ..engine import CRPError
 from ..engine.profiles import ablation_table, class_profiles
 from .charts import about, legend, with_legend
 from .component import Panel
+from .layers import block_layers
 from .worker import current_task
 
 __all__ = ["ClassProfilesView", "ablation_in_steps", "profiles_in_steps"]
@@ -56,11 +57,10 @@ def ablation_in_steps(crp, dataset, layer, scores, per_class, chunk=CHUNK):
 
 def conv_layers(crp):
     """The profiled layers: the model's blocks (``crp.layer_groups()``), or its convolutional layers if it has none."""
-    modules = dict(crp.model.named_modules())
-    listed = [name for _, names in crp.layer_groups() for name in names]
-    blocks = [name for name in modules if name in listed and any(True for _ in modules[name].children())]
+    blocks = block_layers(crp)
     if len(blocks) > 1:
         return blocks
+    modules = dict(crp.model.named_modules())
     kinds = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
     found = [name for name in crp.layer_names if isinstance(modules[name], kinds)]
     return found or list(crp.layer_names)

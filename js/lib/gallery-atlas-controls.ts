@@ -4,14 +4,12 @@
  * so typing or dragging a slider does not send a request per keystroke.
  */
 import type { AnyModel } from "@anywidget/types";
+import { type Choice, fillSelect } from "./layer-menu";
 import { element, type Shell } from "./shell";
 
-type Traits = Record<string, unknown>;
+export type { Choice };
 
-export interface Choice {
-  value: string;
-  label: string;
-}
+type Traits = Record<string, unknown>;
 
 export interface NumberOptions {
   min: number;
@@ -40,7 +38,7 @@ function save(model: AnyModel<Traits>, trait: string, value: unknown): void {
   model.save_changes();
 }
 
-/** A `<select>` bound to a string trait; `choices` may be replaced later with `setChoices`. */
+/** A `<select>` bound to a string trait; `choices` (grouped ones in `<optgroup>`s) may be replaced with `setChoices`. */
 export function boundSelect(
   shell: Shell,
   model: AnyModel<Traits>,
@@ -49,16 +47,7 @@ export function boundSelect(
   choices: Choice[],
 ): { field: HTMLLabelElement; select: HTMLSelectElement; setChoices: (choices: Choice[]) => void } {
   const select = element("select", "crpw-select");
-  const setChoices = (next: Choice[]): void => {
-    select.replaceChildren(
-      ...next.map(({ value, label }) => {
-        const option = element("option", "", label);
-        option.value = value;
-        return option;
-      }),
-    );
-    select.value = String(model.get(trait) ?? "");
-  };
+  const setChoices = (next: Choice[]): void => fillSelect(select, next, String(model.get(trait) ?? ""));
   setChoices(choices);
   select.addEventListener("change", () => save(model, trait, select.value));
   shell.listen([trait], () => (select.value = String(model.get(trait) ?? "")));
