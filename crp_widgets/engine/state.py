@@ -60,3 +60,18 @@ class ModelState:
 
     def __hash__(self):
         return hash((len(self.modules), len(self.tensors), self.versions))
+
+
+class EvalMode:
+    """Every module in eval mode inside the block; the training flags restored afterwards."""
+
+    def __init__(self, model):
+        self.flags = [(module, module.training) for module in model.modules()]
+
+    def __enter__(self):
+        for module, _ in self.flags:
+            module.training = False
+
+    def __exit__(self, *exc):
+        for module, training in self.flags:
+            module.training = training
