@@ -8,6 +8,9 @@ Tensors changed in place are seen by their version counter (``Tensor._version``)
 in-place change (``optimizer.step()``, ``load_state_dict``, ``copy_``; torch has no public name for it), and new data
 assigned to ``.data`` by its address. It is read
 here and nowhere else, and ``tests/test_engine_state.py`` fails the day a torch release changes it.
+
+:class:`EvalMode` sets every module's training flag to eval for the length of a block (tracing, or a pass of a model
+that runs module by module) and restores each flag afterwards.
 """
 
 
