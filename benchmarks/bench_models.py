@@ -83,7 +83,9 @@ def bench(name, repeats, size=224):
     rows.append(("8 conditional heatmaps", times["crp"], times["full"]))
     blocks = [name for _, names in crp.layer_groups() for name in names]
     scanned, bare = scan_batch(model, blocks, size, repeats)
-    print(f"\n{name} {size}x{size}, default layer {layer}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"\n{name} {size}x{size}, default layer {layer}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     print(f"canonization (trace and rules, once per model): {graph_seconds:.2f} s")
     print("{:26} {:>9} {:>10} {:>6}".format("work", "crp (s)", "bare (s)", "ratio"))
     for label, ours, full in rows:

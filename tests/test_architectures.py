@@ -113,6 +113,38 @@ def test_hand_written_blocks_conserve_without_a_canonizer(block):
         assert float(heatmap.sum()) == pytest.approx(float(logits[target]), rel=1e-3, abs=1e-6), block.__name__
 
 
+class DataDependent(torch.nn.Module):
+    """A model torch.fx cannot trace: Python control flow on the input's values around a whole network."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        if x.sum() > -1e9:
+            return self.model(x)
+        return -self.model(x)
+
+
+@pytest.mark.parametrize("name", ["resnet", "vit"])
+def test_a_model_that_cannot_be_traced_runs_module_by_module(name):
+    """The module-level path gives the traced graph's relevance (BatchNorm as an affine layer instead of merged)."""
+    model, size = build(name)
+    x = torch.rand(3, size, size, generator=torch.Generator().manual_seed(5))
+    traced, hooked = CRP(model, composite=bias_free()), CRP(DataDependent(model), composite=bias_free())
+    target = int(traced.predict(x).argmax())
+    expected = traced.attribute(x, target=target).heatmap
+    found = hooked.attribute(x, target=target, record=["model.fc" if name == "resnet" else "model.heads"])
+    assert type(hooked.context.graph()).__name__ == "HookedGraph"
+    assert "cannot be traced" in hooked.context.graph().reason
+    assert float(found.heatmap.sum()) == pytest.approx(float(hooked.predict(x)[target]), rel=1e-2)
+    assert float((found.heatmap - expected).abs().max()) <= 1e-3 * float(expected.abs().max())
+    layer = "model.layer4.1" if name == "resnet" else "model.encoder.layers.encoder_layer_11"
+    heatmaps = hooked.conditional_heatmaps(x, layer, [0, 1], target=target)
+    single = hooked.attribute(x, target=target, conditions={layer: [1]}).heatmap
+    assert torch.allclose(heatmaps[1], single, atol=1e-6 * float(single.abs().max()) + 1e-12)
+
+
 def _cp_lrp_by_gradient_times_input(model, x, target):
     """An independent CP-LRP of a torchvision ViT, as LXT's torchvision recipe computes it (Achtibat et al. 2024).
 

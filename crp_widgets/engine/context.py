@@ -11,7 +11,8 @@ import threading
 import torch
 
 from .forward import evaluate, record
-from .graph import Graph
+from .graph import Graph, UntraceableError, templates
+from .hooked import HookedGraph
 from .rules import modified_parameters
 from .state import ModelState
 
@@ -71,11 +72,16 @@ class Context:
     def graph(self, example=None):
         """The explainable graph (traced on first use, and again after the model's modules changed).
 
-        ``example``: an input, run through the model to tell its own errors from tracing problems.
+        ``example``: an input, run through the model to tell its own errors from tracing problems. A model that
+        cannot be traced runs module by module (:class:`~crp_widgets.engine.hooked.HookedGraph`).
         """
         with self.lock:
             if self._graph is None:
-                self._graph = Graph(self.model, self.composite, example, self.attention)
+                try:
+                    self._graph = Graph(self.model, self.composite, example, self.attention)
+                except UntraceableError as error:
+                    reason = str(error).split(". Tracing needs", 1)[0]
+                    self._graph = HookedGraph(self.model, templates(self.model, self.composite, set()), reason)
             return self._graph
 
     def parameters(self, layer, index, modifier):

@@ -146,6 +146,8 @@ class Run:
         self.explains = self.mode != "plain" and torch.is_grad_enabled()
         self.graph = self.context.graph(input)
         self.spatial = tuple(input.shape[2:])
+        if not hasattr(self.graph, "steps"):  # a model that runs module by module
+            return self.graph.execute(self, input)
         values, axes = {}, {}
         for step in self.graph.steps:
             node = step.node

@@ -20,16 +20,20 @@ from .composites import SIGNED_OUTPUTS
 from .errors import ModelForwardError, UnsupportedModelError
 from .layers import Convolution, Dense, is_batch_norm, layer_of
 from .modules import module_handler
-from .state import ModelState
+from .state import EvalMode, ModelState
 
-_TRANSPARENT = {
+TRANSPARENT = {
     "view", "reshape", "permute", "transpose", "expand", "expand_as", "flatten", "unsqueeze", "squeeze", "contiguous",
     "to", "dropout", "getitem", "clone", "type_as", "float", "half", "double", "stochastic_depth",
 }  # fmt: skip
-_GATES = {"sigmoid", "hardsigmoid", "softmax", "_softmax"}
-_GATE_MODULES = (torch.nn.Sigmoid, torch.nn.Hardsigmoid, torch.nn.Softmax)
+GATES = {"sigmoid", "hardsigmoid", "softmax", "_softmax"}
+GATE_MODULES = (torch.nn.Sigmoid, torch.nn.Hardsigmoid, torch.nn.Softmax)
 _PRODUCTS = {"mul", "rmul", "multiply", "matmul", "mm", "bmm", "einsum", "imul"}
 _SOFTMAX_MODULES = (torch.nn.Softmax, torch.nn.LogSoftmax, torch.nn.Softmin)
+
+
+class UntraceableError(UnsupportedModelError):
+    """``torch.fx`` cannot trace the model (the engine then runs it module by module, :mod:`.hooked`)."""
 
 
 class _Tracer(torch.fx.Tracer):
@@ -81,10 +85,10 @@ class Graph:
 
     def __init__(self, model, composite, example=None, attention="cp"):
         self.model = model
-        with _EvalMode(model), _StructuralCanonizers(model, composite):
+        with EvalMode(model), _StructuralCanonizers(model, composite):
             graph, calls, modules = _trace(model, example)
         merges = _merges(graph, modules)
-        templates = _templates(model, composite, _signed_outputs(graph, modules, merges))
+        rules = templates(model, composite, _signed_outputs(graph, modules, merges))
         user = dict(model.named_modules())
         names = {}
         self.layers, self.kinds = {}, {}
@@ -98,7 +102,7 @@ class Graph:
         self.steps = [
             Step(
                 node,
-                _handler(node, modules, templates, merges, attention),
+                _handler(node, modules, rules, merges, attention),
                 tuple(names.get(node, ())),
                 target=_target(node, modules),
             )
@@ -122,7 +126,7 @@ def _trace(model, example=None):
     except Exception as error:
         if example is not None:
             _run_plainly(model, example)
-        raise UnsupportedModelError(
+        raise UntraceableError(
             f"the model cannot be traced by torch.fx ({type(error).__name__}: {error}){_location(error)}. Tracing "
             "needs a forward pass whose Python control flow does not depend on the input's values; move such code "
             "out of forward, or into a torch.nn module"
@@ -151,21 +155,6 @@ def _location(error):
             found = f" at {filename}:{frame.tb_lineno}"
         frame = frame.tb_next
     return found or ""
-
-
-class _EvalMode:
-    """Every module in eval mode inside the block; the training flags restored afterwards."""
-
-    def __init__(self, model):
-        self.flags = [(module, module.training) for module in model.modules()]
-
-    def __enter__(self):
-        for module, _ in self.flags:
-            module.training = False
-
-    def __exit__(self, *exc):
-        for module, training in self.flags:
-            module.training = training
 
 
 class _StructuralCanonizers:
@@ -206,7 +195,7 @@ def _merges_only(canonizer):
     return isinstance(canonizer, MergeBatchNorm)
 
 
-def _templates(model, composite, signed):
+def templates(model, composite, signed):
     """The composite's rule for every module, as zennit assigns them (``module_map`` in ``named_modules`` order).
 
     The composite's context names the layers whose outputs stay ``signed`` (see :class:`.DefaultComposite`).
@@ -316,7 +305,7 @@ def _where(node):
 def _source(node, modules):
     """The node a value comes from, through operations that only reshape, select or copy it."""
     while isinstance(node, torch.fx.Node):
-        if (node.op in ("call_method", "call_function") and _name(node) in _TRANSPARENT and node.args) or (
+        if (node.op in ("call_method", "call_function") and _name(node) in TRANSPARENT and node.args) or (
             node.op == "call_module" and isinstance(modules[node.target], (torch.nn.Dropout, torch.nn.Identity))
         ):
             node = node.args[0]
@@ -335,10 +324,10 @@ def _is_gate(node, modules, attention):
         return False
     if node.op == "call_module":
         module = modules[node.target]
-        return isinstance(module, _GATE_MODULES) and (attention == "cp" or not isinstance(module, torch.nn.Softmax))
+        return isinstance(module, GATE_MODULES) and (attention == "cp" or not isinstance(module, torch.nn.Softmax))
     name = _name(node)
     return (
-        node.op in ("call_function", "call_method") and name in _GATES and (attention == "cp" or "softmax" not in name)
+        node.op in ("call_function", "call_method") and name in GATES and (attention == "cp" or "softmax" not in name)
     )
 
 

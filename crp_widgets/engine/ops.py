@@ -391,13 +391,23 @@ class Intercept(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = function_name(func)
-        if (name.endswith("_") and not name.startswith("_")) or name in _IN_PLACE:
-            target = args[0] if args else None
-            if data(target):
+        if in_place(name):
+            if not (args and data(args[0])):
+                return func(*args, **(kwargs or {}))  # a constant changed in place, as the code means it
+            if name not in REBOUND:
                 raise UnsupportedModelError(
                     f"{self.where} changes an activation in place ({name}); the rules need out-of-place operations"
                 )
         return handler(func, self.where)(self.run, args, kwargs or {})
+
+
+# in-place operators whose result Python binds to the name (``x += y``): computed out of place, the result is the same
+REBOUND = {"iadd", "isub", "imul", "itruediv", "imatmul"}
+
+
+def in_place(name):
+    """Whether a function of this name changes its first argument in place (``add_``, ``x += y``, ``x[i] = y``)."""
+    return (name.endswith("_") and not name.startswith("_")) or name in REBOUND or name == "setitem"
 
 
 class Unsupported(Handler):

@@ -8,6 +8,9 @@ Tensors changed in place are seen by their version counter (``Tensor._version``)
 in-place change (``optimizer.step()``, ``load_state_dict``, ``copy_``; torch has no public name for it), and new data
 assigned to ``.data`` by its address. It is read
 here and nowhere else, and ``tests/test_engine_state.py`` fails the day a torch release changes it.
+
+:class:`EvalMode` sets every module's training flag to eval for the length of a block (tracing, or a pass of a model
+that runs module by module) and restores each flag afterwards.
 """
 
 
@@ -60,3 +63,18 @@ class ModelState:
 
     def __hash__(self):
         return hash((len(self.modules), len(self.tensors), self.versions))
+
+
+class EvalMode:
+    """Every module in eval mode inside the block; the training flags restored afterwards."""
+
+    def __init__(self, model):
+        self.flags = [(module, module.training) for module in model.modules()]
+
+    def __enter__(self):
+        for module, _ in self.flags:
+            module.training = False
+
+    def __exit__(self, *exc):
+        for module, training in self.flags:
+            module.training = training
