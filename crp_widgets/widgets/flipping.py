@@ -33,11 +33,12 @@ ORDER_LABELS = {"most": "most relevant first", "least": "least relevant first", 
 SCOPES = (("this sample", "sample"), ("samples of its class", "class"))
 
 
-def class_members(dataset, cls, n, scan=4096):
+def class_members(dataset, cls, n, scan=4096, instead=""):
     """The first ``n`` indices of ``dataset`` labelled ``cls``.
 
     Labels come from ``dataset.labels`` or ``dataset.targets`` (torchvision), the second tensor of a
-    ``TensorDataset``, or else from reading the first ``scan`` items.
+    ``TensorDataset``, or else from reading the first ``scan`` items. ``instead`` says what the user can do when
+    the class has no sample (e.g. "explain 'this sample' instead").
 
     Raises
     ------
@@ -62,7 +63,7 @@ def class_members(dataset, cls, n, scan=4096):
                 if len(found) == n:
                     break
     if not found:
-        raise CRPError(f"the dataset has no sample labelled {cls}; explain 'this sample' instead")
+        raise CRPError(f"the dataset has no sample labelled {cls}" + (f"; {instead}" if instead else ""))
     return found
 
 
@@ -316,7 +317,7 @@ class DecisionView(Panel):
             return result
         if self.session.dataset is None:
             raise CRPError("this session has no dataset: 'samples of its class' needs one; explain 'this sample'")
-        members = class_members(self.session.dataset, explained, count)
+        members = class_members(self.session.dataset, explained, count, instead="explain 'this sample' instead")
         batch = torch.stack([self.session.item(i)[0] for i in members])
         result["asked"], result["confident"] = len(members), confident
         try:

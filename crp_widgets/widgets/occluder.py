@@ -209,7 +209,7 @@ class GlobalImportanceView(Panel):
             raise CRPError("the occluder is learned on samples of the class: this session has no dataset")
         x, _ = load()
         cls = session.explained_class(x, target) if chosen == EXPLAINED else chosen
-        members = class_members(session.dataset, cls, count)
+        members = class_members(session.dataset, cls, count, instead="choose a class that the dataset has")
         images = torch.stack([session.item(i)[0] for i in members])
 
         task = current_task()

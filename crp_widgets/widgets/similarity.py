@@ -337,7 +337,8 @@ class ConceptSimilarityView(ComputesWhenShown, Panel):
         x = torch.as_tensor(item[0] if isinstance(item, (tuple, list)) else item)
         crp = self.session.crp
         result = crp.attribute(x, target=cls, record=[layer])
-        activation = result.activations[layer][cluster].clamp(min=0)
+        # channels first, positions on the input's grid (a transformer's tokens, a channels-last layer)
+        activation = crp.layout(layer).to_grid(result.activations[layer][None])[0][cluster].clamp(min=0)
         relevance = result.relevance[layer]
         share = relevance[cluster] / max(float(relevance.abs().sum()), 1e-12)
         heatmaps = crp.conditional_heatmaps(x, layer, cluster, target=cls)
