@@ -218,7 +218,58 @@ class Component(Scheduled, anywidget.AnyWidget):
 
     Subclasses set ``_esm``/``_css`` (``STATIC / "<name>.js"``), declare their synced traits, observe the state
     traits they depend on and call :meth:`schedule` to compute off the comm thread. See :class:`Scheduled`.
+
+    Every component has a "code" button (``js/lib/shell.ts``): while its panel is open, :attr:`snippet` holds the
+    Python calls that reproduce what the view shows (:meth:`code`), written off the comm thread and again whenever
+    the state or the view changes.
+
+    Attributes
+    ----------
+    snippet : str
+        The view's code for the front end (empty until the code panel was opened).
     """
+
+    snippet = traitlets.Unicode("").tag(sync=True)
+
+    _QUIET = frozenset({"snippet", "busy", "computing", "error", "active", "comm", "keys", "log"})
+
+    def __init__(self, *args, **kwargs):
+        self._code_open = False
+        super().__init__(*args, **kwargs)
+        self.on_msg(self._on_code_message)
+        self.state.observe(self._code_changed)
+        self.observe(self._code_changed)
+
+    def code(self):
+        """The Python calls that reproduce what this view shows, from the current state, ready to copy.
+
+        See :mod:`crp_widgets.widgets.code`: the code reads ``crp``, ``dataset`` and ``store`` (the explorer's),
+        defines ``x`` and ``target`` and names the view's result (e.g. ``heatmaps`` for the conditional heatmaps).
+        """
+        from .code import view_code
+
+        return view_code(self)
+
+    def _on_code_message(self, _, content, buffers):
+        """``{"type": "code", "open": bool}``: the code panel opened (write the code) or closed."""
+        if content.get("type") != "code":
+            return
+        self._code_open = bool(content.get("open", True))
+        if self._code_open:
+            self._write_code()
+
+    def _code_changed(self, change):
+        if self._code_open and not change["name"].startswith("_") and change["name"] not in self._QUIET:
+            self._write_code()
+
+    def _write_code(self):
+        def done(text):
+            self.snippet = text
+
+        def fail(error):
+            self.snippet = f"# The code could not be written: {error}"
+
+        self.session.worker.submit((id(self), "code"), None, self.code, done, fail, self.priority + 1)
 
 
 def _uncached(crp, compute):

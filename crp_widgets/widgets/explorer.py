@@ -149,6 +149,17 @@ class Explorer(ipywidgets.VBox):
         """
         self.sample.show(image)
 
+    def code(self):
+        """Every view as code: the Python calls that reproduce what the views show now, ready to copy.
+
+        The text reads ``crp``, ``dataset`` and ``store`` (this explorer's: ``explorer.session.crp``, ...), defines
+        the explained input ``x`` and class ``target`` once, then each view's calls; ``explorer.heatmaps.code()``
+        and the other views' ``code()`` give one view's (see :mod:`crp_widgets.widgets.code`).
+        """
+        from .code import explorer_code
+
+        return explorer_code(self)
+
     @property
     def region(self):
         """The region drawn on the concept atlas (boolean ``[H, W]``), or ``None``."""

@@ -316,7 +316,9 @@ class AttributionGraphView(Component):
 
     def _on_message(self, widget, content, buffers):
         """``{"kind": "select" | "expand", "layer", "channel"}`` from the front end."""
-        action = {"select": self.select, "expand": self.expand}[content["kind"]]
+        action = {"select": self.select, "expand": self.expand}.get(content.get("kind"))
+        if action is None:  # another message (e.g. the code panel's, see Component)
+            return
         try:
             action(content["layer"], content["channel"])
         except CRPError as error:
