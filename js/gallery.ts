@@ -102,9 +102,11 @@ function controls(shell: Shell, model: Model): HTMLElement {
   shell.listen(
     ["store_info", "layer_menu", "layer"],
     () => {
-      const stored = model.get("store_info").layers ?? {};
-      const label = (name: string): string =>
-        Object.hasOwn(stored, name) ? `${name} (${stored[name]})` : `${name} (not in the store)`;
+      const stored = model.get("store_info").layers;
+      const label = (name: string): string => {
+        if (stored === undefined) return name; // no store yet: the message says how to make one
+        return Object.hasOwn(stored, name) ? `${name} (${stored[name]})` : `${name} (not in the store)`;
+      };
       layer.setChoices(layerChoices(model.get("layer_menu"), model.get("layer"), label));
     },
     true,

@@ -53,7 +53,8 @@ def test_every_layer_menu_offers_the_blocks_by_stage(resnet, images):
     selector = ChannelSelector(session, state)
     atlas = ConceptAtlas(session, state, active=False)
     concepts = UserConceptView(session, state, active=False)
-    for view in (selector, atlas, concepts):
+    gallery = ReferenceGallery(session, state)  # no store yet: the model's blocks
+    for view in (selector, atlas, concepts, gallery):
         assert view.layer_menu == expected, type(view).__name__
     listed = [name for entry in selector.layer_menu for name in entry["layers"]]
     assert len(listed) < len(session.crp.layer_names)  # the blocks, not every module

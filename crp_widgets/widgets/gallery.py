@@ -81,7 +81,7 @@ class ReferenceGallery(Component):
         empty without a store.
     layer_menu : list[dict]
         The store's layers, grouped as the model's blocks by stage (``{"group", "layers"}``,
-        :func:`~crp_widgets.widgets.layers.layer_menu`); empty without a store.
+        :func:`~crp_widgets.widgets.layers.layer_menu`); without a store, the model's blocks.
     crop_note : str
         Why the crops are not receptive fields, next to the references, or empty: where every position of the layer
         sees the whole input (a transformer's tokens), a crop is the bounding box of the relevant region
@@ -215,7 +215,7 @@ class ReferenceGallery(Component):
             self.class_tabs = []
             self.crop_note = ""
             if self.session.store is None:
-                self.store_info, self.layer_menu = {}, []
+                self.store_info, self.layer_menu = {}, layer_menu(self.session.crp)
 
     def _compute(self, store, layer, channel, mode, compare, maximization, k, view, init, cls):
         self.session.current_store()
