@@ -1,6 +1,6 @@
 /**
- * ConceptAtlas (crp_widgets/widgets/atlas.py): the concept atlas of a sample (CRP paper Sec. 3.3, Fig. 15) with a
- * legend linking colours to channels, and a region drawn on it by brush, lasso, clicks on superpixels or the
+ * ConceptAtlas (crp_widgets/widgets/atlas.py): the concept atlas of a sample (Achtibat et al. 2023, Sec. 3.3, Fig. 15)
+ * with a legend linking colours to channels, and a region drawn on it by brush, lasso, clicks on superpixels or the
  * keyboard, whose most relevant concepts (Eq. 11-12, Fig. 16) the kernel sends back.
  *
  * The kernel sends the image (PNG), the superpixel labels, the per-superpixel assignment of concepts and their

@@ -1,6 +1,6 @@
 /**
- * ReferenceGallery (crp_widgets/widgets/gallery.py): the reference samples of the channel in focus (CRP paper
- * Sec. 2.3.3-2.3.5): RelMax or ActMax, sum or max, side by side (Fig. 9), as full samples, receptive-field crops,
+ * ReferenceGallery (crp_widgets/widgets/gallery.py): the reference samples of the channel in focus (Achtibat et al.
+ * 2023, Sec. 2.3.3-2.3.5): RelMax or ActMax, sum or max, side by side (Fig. 9), as full samples, receptive-field crops,
  * heatmaps or masked crops (Fig. 8), with tabs for the classes that use the channel most (Fig. 13).
  *
  * The kernel sends every tile's picture as PNG bytes and a JSON description of the rows.

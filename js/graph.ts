@@ -1,6 +1,6 @@
 /**
- * AttributionGraphView (crp_widgets/widgets/graph.py): the attribution graph of a concept (CRP paper Sec. 3.4,
- * Fig. 17) drawn as SVG, and a path drill-down panel (after Ghosh's concept-detection report on VGG16).
+ * AttributionGraphView (crp_widgets/widgets/graph.py): the attribution graph of a concept (Achtibat et al. 2023,
+ * Sec. 3.4, Fig. 17) drawn as SVG, and a path drill-down panel (after Ghosh's concept-detection report on VGG16).
  *
  * One row per layer, one card per channel (reference thumbnail, conditional heatmap, "ch c (share of the root)"),
  * edges as wide as the share of relevance that flows. Clicking a card selects the channel in the linked views, its

@@ -1,6 +1,7 @@
 /**
  * SampleView (crp_widgets/widgets/sample.py): a paged grid of dataset thumbnails with label and prediction, the
- * explained class, and the class-conditional heatmap of the whole prediction over the image (CRP paper Fig. 2).
+ * explained class, and the class-conditional heatmap of the whole prediction over the image (Achtibat et al. 2023,
+ * Fig. 2).
  *
  * Keyboard: the thumbnail grid is one focusable list; arrow keys (and Home/End) move through the thumbnails,
  * across pages, and Enter or Space explains the active one.

@@ -1,4 +1,4 @@
-"""The heatmap colour convention of the CRP paper (Appendix A.3.1).
+"""The heatmap colour convention of Achtibat et al. 2023 (Appendix A.3.1).
 
 Relevance is divided by its maximum absolute value, so it lies in [-1, 1], and coloured with the ``bwr``
 colormap: blue ``(0, 0, 1)`` at -1, white at 0, red ``(1, 0, 0)`` at +1, linear in between. This is the segment

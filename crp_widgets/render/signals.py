@@ -1,4 +1,4 @@
-"""1-D signals and their relevance as small line-plot pictures (CRP paper Sec. 3.5, Fig. 18).
+"""1-D signals and their relevance as small line-plot pictures (Achtibat et al. 2023, Sec. 3.5, Fig. 18).
 
 Time series are shown as line plots: one line per input channel, the relevance of each time step as a band of
 ``bwr`` colours (Appendix A.3.1) under the lines, and the receptive field of a reference's neuron as a shaded

@@ -1,4 +1,4 @@
-"""The concept atlas and the region it lets a user draw (CRP paper Sec. 3.3, Fig. 15-16, Appendix A.4).
+"""The concept atlas and the region it lets a user draw (Achtibat et al. 2023, Sec. 3.3, Fig. 15-16, Appendix A.4).
 
 The atlas colours each superpixel (or pixel) of the explained sample with its most relevant concept among the
 layer's top channels and marks the second most relevant one; a legend links colours to channels. Brushing, lassoing

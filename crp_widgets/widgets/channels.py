@@ -1,4 +1,4 @@
-"""Channel selector: the channels of a layer ranked by relevance, and the conditions they make (CRP paper Eq. 8, 10).
+"""Channel selector: a layer's channels ranked by relevance, the conditions they make (Achtibat et al. 2023, Eq. 8, 10).
 
 For ``state.layer`` the channels are ranked by their relevance (Eq. 10) for the current sample, the explained class
 and the conditions on the *other* layers. Selecting channels edits ``state.conditions``: channels of one layer are

@@ -1,4 +1,4 @@
-"""How many concepts carry a decision: relevance distribution and filter flipping (CRP paper Sec. 4.1, Fig. 19).
+"""How many concepts carry a decision: relevance distribution and filter flipping (Achtibat et al. 2023, Sec. 4.1).
 
 For the layer of the shared state, three bqplot figures as in Fig. 19: the channels ranked by their share of the
 positive relevance (bars for the current sample; click one to select the channel everywhere), the cumulative

@@ -1,4 +1,4 @@
-"""The reference gallery: what a channel's concept looks like (CRP paper Sec. 2.3.3-2.3.5, 3.1-3.2).
+"""The reference gallery: what a channel's concept looks like (Achtibat et al. 2023, Sec. 2.3.3-2.3.5, 3.1-3.2).
 
 For the channel in focus it shows the reference samples of a scan (RelMax or ActMax, sum or max target, Eq. 18-23),
 seen as full samples, receptive-field crops, conditional heatmaps of the crops or relevance-masked crops (Fig. 8),

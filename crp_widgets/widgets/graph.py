@@ -1,4 +1,4 @@
-"""The attribution graph of a concept as an interactive widget (CRP paper Sec. 2.2.1 and 3.4, Fig. 17).
+"""The attribution graph of a concept as an interactive widget (Achtibat et al. 2023, Sec. 2.2.1 and 3.4, Fig. 17).
 
 For the channel in focus, the graph shows how its relevance for the explained class flows into the channels of the
 layers below it: one row per layer (the concept's layer on top), one node per channel with a reference thumbnail,

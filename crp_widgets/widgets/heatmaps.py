@@ -1,4 +1,4 @@
-"""Conditional heatmaps: the heatmap of the active conditions and one per channel of a layer (CRP paper Eq. 8-9).
+"""Conditional heatmaps: of the active conditions, and one per channel of a layer (Achtibat et al. 2023, Eq. 8-9).
 
 The first heatmap is ``R(x | y, θ)`` for the explained class and all of ``state.conditions``; the grid shows one
 conditional heatmap per selected channel of ``state.layer`` (or per top-k channel when none is selected), computed

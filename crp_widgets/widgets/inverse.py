@@ -1,4 +1,4 @@
-"""Inverse search across classes: which other classes use a concept (CRP paper Sec. 4.3, Fig. 22-23, A.8).
+"""Inverse search across classes: which other classes use a concept (Achtibat et al. 2023, Sec. 4.3, Fig. 22-23, A.8).
 
 For the channel in focus (``state.channel``), or for the most relevant channels inside the region drawn on the
 concept atlas (``state.region``, taken with "use atlas region"), a bqplot bar chart ranks the classes that use them

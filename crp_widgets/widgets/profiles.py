@@ -1,11 +1,11 @@
 """Class profiles: which layers and channels each class uses, by CRP and by Integrated Gradients, and ablation.
 
-After Islam & Tushar 2021 (Sec. IV-B, V-C, Fig. 4-6): a class x layer heatmap of the relevance each layer receives
-on average (CRP, Eq. 10 of the CRP paper, and channel Integrated Gradients, side by side), the per-channel profile of a
-chosen class and layer (bars; a click focuses the channel in the linked views), and the accuracy of every class before
-and after switching off the top or bottom 1 / 2 / 3 % of the layer's channels by that class's score. The computations
-are dataset-wide: they run on the worker's analysis lane in steps of a few samples (a progress bar, a cancel button,
-and clicks go first), on ``per_class`` samples of each class.
+After Islam & Tushar 2021 (Sec. IV-B, V-C, Fig. 4-6): a class x layer heatmap of the relevance each layer receives on
+average (CRP, Eq. 10 of Achtibat et al. 2023, and channel Integrated Gradients, side by side), the per-channel profile
+of a chosen class and layer (bars; a click focuses the channel in the linked views), and the accuracy of every class
+before and after switching off the top or bottom 1 / 2 / 3 % of the layer's channels by that class's score. The
+computations are dataset-wide: they run on the worker's analysis lane in steps of a few samples (a progress bar, a
+cancel button, and clicks go first), on ``per_class`` samples of each class.
 """
 
 import functools

@@ -1,4 +1,4 @@
-"""Sample and target: pick the explained input and class, and see its class-conditional heatmap (CRP paper Fig. 2).
+"""Sample and target: the explained input and class, and its class-conditional heatmap (Achtibat et al. 2023, Fig. 2).
 
 The dataset is shown as a paged grid of thumbnails with label and prediction; a page is computed off the comm
 thread when it is shown. The heatmap explains the chosen class (the prediction by default) for the whole model:

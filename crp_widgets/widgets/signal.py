@@ -1,4 +1,4 @@
-"""Time series: a 1-D input, its heatmaps as line plots and a region dragged on the time axis (CRP paper Sec. 3.5).
+"""Time series: a 1-D input, heatmaps as line plots, a region dragged on the time axis (Achtibat et al. 2023, Sec. 3.5).
 
 The explained signal ``[C, L]`` is drawn as one line per input channel over a band of ``bwr`` colours (A.3.1) showing
 its class-conditional relevance ``R(x | y, θ)`` (all of ``state.conditions``, Eq. 8), which is also drawn as a line

@@ -1,4 +1,4 @@
-"""Concept similarity: channels of a layer embedded by their similarity (CRP paper Sec. 4.4, Fig. 24-26, A.9).
+"""Concept similarity: a layer's channels embedded by similarity (Achtibat et al. 2023, Sec. 4.4, Fig. 24-26, A.9).
 
 A bqplot scatter shows the t-SNE embedding of the channels of ``state.layer`` from the distance ``1 - rho``
 (Eq. 30-31), coloured by ``rho`` to the channel in focus (``state.channel``); hovering a point shows the channel's

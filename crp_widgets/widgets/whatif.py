@@ -1,4 +1,4 @@
-"""What-if: switch channels off or scale them, and blend a donor's concept in (CRP paper Sec. 4.1-4.2, Eq. 27-29).
+"""What-if: switch channels off or scale them, blend a donor's concept in (Achtibat et al. 2023, Sec. 4.1-4.2).
 
 Two parts on the shared state's sample and layer. *Switch off / scale*: the selected channels of ``state.layer``
 (or a typed list) multiplied by a factor (0 switches them off, 2 doubles them); class scores before and after as

@@ -1,8 +1,8 @@
 /**
- * Painting the concept atlas (CRP paper Sec. 3.3, Fig. 15): every superpixel filled with the colour of its most
- * relevant concept and dotted with the colour of the second most relevant one; superpixels below the density
- * threshold show the image, washed out. The region drawn on top is a separate transparent overlay: the outside
- * dimmed, its outline in white inside and black outside, and the keyboard cursor's superpixel outlined in yellow.
+ * Painting the concept atlas (Achtibat et al. 2023, Sec. 3.3, Fig. 15): every superpixel filled with the colour of its
+ * most relevant concept and dotted with the colour of the second most relevant one; superpixels below the density
+ * threshold show the image, washed out. The region drawn on top is a separate transparent overlay: the outside dimmed,
+ * its outline in white inside and black outside, and the keyboard cursor's superpixel outlined in yellow.
  *
  * The picture is painted at an integer `scale` (each image pixel a scale x scale block), so outlines and dots are
  * one canvas pixel fine whatever the image size.

@@ -1,5 +1,5 @@
 /**
- * Drawing a region on the concept atlas (CRP paper Sec. 3.3, Fig. 16): brush strokes, lasso polygons and
+ * Drawing a region on the concept atlas (Achtibat et al. 2023, Sec. 3.3, Fig. 16): brush strokes, lasso polygons and
  * superpixel toggling on a boolean mask (`Uint8Array`, 1 inside, row-major `[height, width]`).
  *
  * Coordinates are in image pixels, continuous: pixel (column i, row j) covers [i, i+1) x [j, j+1) and its centre is

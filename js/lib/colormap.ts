@@ -1,5 +1,5 @@
 /**
- * The CRP paper's heatmap colours (Appendix A.3.1), identical to `crp_widgets/render/colormap.py`:
+ * The heatmap colours of Achtibat et al. 2023 (Appendix A.3.1), identical to `crp_widgets/render/colormap.py`:
  * relevance divided by its maximum absolute value to [-1, 1], coloured with matplotlib's `bwr`
  * (blue at -1, white at 0, red at +1, linear in between), bytes rounded half up.
  */

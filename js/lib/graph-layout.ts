@@ -1,6 +1,6 @@
 /**
- * Geometry of the attribution graph (CRP paper Sec. 3.4, Fig. 17), apart from the DOM: where each node goes (one
- * row per layer, stable when nodes expand), the edges' paths and widths, share labels, and keyboard moves.
+ * Geometry of the attribution graph (Achtibat et al. 2023, Sec. 3.4, Fig. 17), apart from the DOM: where each node goes
+ * (one row per layer, stable when nodes expand), the edges' paths and widths, share labels, and keyboard moves.
  *
  * The kernel (crp_widgets/widgets/graph.py) lists the engine's nodes first, each row in the engine's order
  * (children grouped under their parents), then the nodes added by expansions in the order they were added. The

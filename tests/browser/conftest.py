@@ -1,6 +1,8 @@
 """Real-browser harness: JupyterLab on 127.0.0.1 driven by Playwright through Debian's Chromium.
 
-See ../../../shared/BROWSER_TESTING.md for why each step is done the way it is.
+Why each step is done the way it is, is said where it is done: Chromium's flags, a JupyterLab isolated from the
+home directory with its news popup silenced, and the wait for a kernel that is really ready before "Run All"
+(``Lab._wait_for_kernel``). The development page of the docs (docs/development.md) describes the browser tests.
 """
 
 import contextlib
@@ -24,6 +26,8 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
+# Headless, offline (no first-run, network, update or sync traffic into the closed network), no GPU, and shared
+# memory in /tmp (Debian's wrapper does not add --disable-dev-shm-usage itself, and /dev/shm is small in containers).
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",

@@ -1,6 +1,6 @@
-"""The explorer on the 1-D demo in JupyterLab (CRP paper Sec. 3.5): line plots render, a channel click updates the
-conditional heatmap lines, a drag on the time axis sets the region in the kernel, the gallery and the attribution
-graph show 1-D references."""
+"""The explorer on the 1-D demo in JupyterLab (Achtibat et al. 2023, Sec. 3.5): line plots render, a channel click
+updates the conditional heatmap lines, a drag on the time axis sets the region in the kernel, the gallery and the
+attribution graph show 1-D references."""
 
 import json
 import re
