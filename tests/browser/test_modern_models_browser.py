@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from page_pixels import grid_cell_pixels
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
@@ -64,12 +65,6 @@ print(json.dumps({
 }))
 """
 
-READ_CELL_CANVAS = """(channel) => {
-  const canvas = document.querySelector(`.crpw-hm-cell[data-channel="${channel}"] canvas`);
-  const { data } = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height);
-  return { width: canvas.width, height: canvas.height, data: Array.from(data) };
-}"""
-
 
 def kernel_view(lab):
     return json.loads(lab.run_cell(1).strip().splitlines()[-1])
@@ -110,8 +105,7 @@ def test_clicking_a_channel_draws_its_conditional_heatmap(lab, name):
     with np.load(state["pictures"]) as pictures:
         expected, blank = pictures["expected"], pictures["blank"]
     Path(state["pictures"]).unlink()
-    canvas = page.evaluate(READ_CELL_CANVAS, channel)
-    pixels = np.array(canvas["data"], dtype=np.uint8).reshape(canvas["height"], canvas["width"], 4)[..., :3]
+    pixels = grid_cell_pixels(page, channel)
     np.testing.assert_array_equal(pixels, expected)  # the page draws the kernel's heatmap to the byte
     # not blank in the page: the picture is not the image under a heatmap of zeros
     changed = np.abs(pixels.astype(int) - blank.astype(int)).max(axis=-1) > 8

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from page_pixels import grid_cell_pixels
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
@@ -84,12 +85,6 @@ ranked = wide_selector.ranking[:, 0].astype(int).tolist()
 print(f"wide conditions={wide_state.conditions} ranked={ranked}")
 """
 
-READ_CELL_CANVAS = """(channel) => {
-  const canvas = document.querySelector(`.crpw-hm-cell[data-channel="${channel}"] canvas`);
-  const { data } = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height);
-  return { width: canvas.width, height: canvas.height, data: Array.from(data) };
-}"""
-
 
 def open_linked(lab):
     """Open the notebook with the three views; return the page once the bars and the grid are drawn."""
@@ -135,9 +130,7 @@ def test_clicking_a_channel_updates_the_heatmap_grid_and_the_kernel_state(lab):
 
     # The grid cell is the kernel's conditional heatmap, coloured and blended in the browser to the same bytes.
     expected = np.array(json.loads(lab.run_cell(3, PRINT_EXPECTED_CELL).split("expected=")[1]), dtype=np.uint8)
-    canvas = page.evaluate(READ_CELL_CANVAS, channel)
-    pixels = np.array(canvas["data"], dtype=np.uint8).reshape(canvas["height"], canvas["width"], 4)
-    np.testing.assert_array_equal(pixels[..., :3], expected)
+    np.testing.assert_array_equal(grid_cell_pixels(page, channel), expected)
 
     # Removing the chip drops the condition: back to the top-k grid.
     selector.locator(".crpw-chip").click()
