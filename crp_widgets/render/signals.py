@@ -183,8 +183,9 @@ def signal_reference_picture(display, reference, view, size=(96, 96)):
     reference : ReferenceView
         The reference (:class:`crp_widgets.engine.references.ReferenceView`).
     view : {"sample", "crop", "heatmap", "masked"}
-        The whole signal with the neuron's receptive field shaded and its relevance band; the crop to the
-        receptive field with its relevance band; the crop's heatmap as bars; the crop masked by its heatmap.
+        The whole signal with the crop's span shaded (the neuron's receptive field, or the relevant region where
+        the neuron sees the whole signal) and its relevance band; the crop with its relevance band; the crop's
+        heatmap as bars; the crop masked by its heatmap.
     size : tuple[int, int]
         ``(width, height)`` in pixels.
 

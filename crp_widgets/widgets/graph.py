@@ -158,9 +158,9 @@ class AttributionGraphView(Component):
     prediction). It follows relevance from that concept c0 down ``len(width)`` layers, keeping the top ``width[i]``
     sub-concepts of each concept at level i, each level disentangled by its own backward passes (θ = {l: {c0}},
     then θ = {l: {c0}, l-1: {c1}}, ...). Every node shows a thumbnail of the channel's top RelMax reference (a crop of
-    its receptive field, when the session has a reference store; otherwise the sample itself), its conditional
-    heatmap along its paths, and its relevance relative to the root's; every edge the share of the upper concept's
-    relevance that flows into the lower one.
+    its receptive field, or of the relevant region where a neuron sees the whole input, when the session has a
+    reference store; otherwise the sample itself), its conditional heatmap along its paths, and its relevance relative
+    to the root's; every edge the share of the upper concept's relevance that flows into the lower one.
 
     Clicking a node selects it in the linked views (sets ``state.layer`` and ``state.channel``; the graph keeps its
     root and the drill-down moves to the node's path); its "+" expands a leaf one layer deeper. With the keyboard,

@@ -53,7 +53,10 @@ def activation_picture(activation, peak, size=TILE):
 
 
 def reference_grid(session, layer, channel, k=4, cls=None, heatmap=False, size=TILE):
-    """A channel's ``k`` RelMax references (receptive-field crops, Fig. 8) side by side, as PNG bytes.
+    """A channel's ``k`` RelMax references (crops, Fig. 8) side by side, as PNG bytes.
+
+    A crop is the neuron's receptive field, or the relevant region where the neuron sees the whole input
+    (:attr:`~crp_widgets.engine.references.ReferenceView.follows_relevance`).
 
     With ``heatmap`` the full samples are shown with the conditional heatmap of the channel's most relevant neuron
     drawn over them (Fig. 23); ``cls`` gives class-conditional references (Fig. 13).
