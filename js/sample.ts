@@ -54,6 +54,11 @@ function className(model: Model, index: number | null): string {
   return model.get("classes")[index] ?? String(index);
 }
 
+/** Whether the thumbnails are the consecutive samples of their page (not a chosen few, as in an exported page). */
+function isPageRange(indices: number[], start: number): boolean {
+  return indices.every((index, i) => index === start + i);
+}
+
 /** The paged thumbnail grid and its pager. */
 function mountBrowser(model: Model, shell: Shell, id: string): HTMLElement {
   const browser = element("section", "crpw-sample-browser");
@@ -123,9 +128,10 @@ function mountBrowser(model: Model, shell: Shell, id: string): HTMLElement {
     const size = model.get("page_size");
     grid.style.setProperty("--crpw-columns", String(model.get("columns") || columnsFor(size)));
     const views = model.get("thumbnails");
-    grid.replaceChildren(...model.get("thumbnail_info").map((info, i) => thumbnail(info, views[i])));
-    const { start, stop } = pageRange(model.get("page"), size, model.get("count"));
-    if (active < start || active >= stop) active = start;
+    const infos = model.get("thumbnail_info");
+    grid.replaceChildren(...infos.map((info, i) => thumbnail(info, views[i])));
+    const { start } = pageRange(model.get("page"), size, model.get("count"));
+    if (!infos.some((info) => info.index === active)) active = infos[0]?.index ?? start;
     markSelection();
     if (focusAfterLoad) {
       grid.focus();
@@ -150,6 +156,16 @@ function mountBrowser(model: Model, shell: Shell, id: string): HTMLElement {
       return;
     }
     const size = model.get("page_size");
+    const indices = model.get("thumbnail_info").map((info) => info.index);
+    if (!isPageRange(indices, pageRange(model.get("page"), size, model.get("count")).start)) {
+      // Thumbnails of chosen samples (an exported page): move through them by position.
+      const position = moveIndex(indices.indexOf(active), event.key, columnsFor(size), indices.length);
+      if (position === null) return;
+      event.preventDefault();
+      active = indices[position];
+      markSelection();
+      return;
+    }
     const target = moveIndex(active, event.key, columnsFor(size), model.get("count"));
     if (target === null) return;
     event.preventDefault();

@@ -58,9 +58,11 @@ def test_the_code_of_each_view_gives_the_arrays_the_view_shows(explorer, crp, de
 
     channels = run(explorer.channels.code(), crp, demo, store)
     ranking = channels["ranking"]
-    rows = np.stack([numpy(ranking.order), numpy(ranking.relevance[ranking.order]), numpy(ranking.share[ranking.order])], 1)
+    rows = np.stack(
+        [numpy(ranking.order), numpy(ranking.relevance[ranking.order]), numpy(ranking.share[ranking.order])], 1
+    )
     np.testing.assert_allclose(rows, explorer.channels.ranking, rtol=1e-6)
-    assert "conditions={\"features.conv3\": [11]}" in explorer.channels.code()  # the other layer's condition
+    assert 'conditions={"features.conv3": [11]}' in explorer.channels.code()  # the other layer's condition
 
     heatmaps = run(explorer.heatmaps.code(), crp, demo, store)
     assert heatmaps["channels"] == explorer.heatmaps.grid_info["channels"]
@@ -91,7 +93,8 @@ def test_other_options_give_other_code_that_still_matches(explorer, crp, demo, s
     state.localization = True
     state.select("features.conv3", [2])  # below the layer: still applies to a class-free start at conv4
     code = explorer.heatmaps.code()
-    assert "target=None" in code and "target = 5" in code
+    assert "target=None" in code
+    assert "target = 5" in code
     heatmaps = run(code, crp, demo, store)
     np.testing.assert_allclose(numpy(heatmaps["heatmaps"]), explorer.heatmaps.grid, atol=1e-7)
     np.testing.assert_allclose(numpy(heatmaps["conditioned"]), explorer.heatmaps.heatmap, atol=1e-7)
@@ -99,7 +102,9 @@ def test_other_options_give_other_code_that_still_matches(explorer, crp, demo, s
     gallery = explorer.gallery
     gallery.compare, gallery.view, gallery.k = True, "masked", 4
     code = gallery.code()
-    assert 'mode="relevance"' in code and 'mode="activation"' in code and "reference.masked" in code
+    assert 'mode="relevance"' in code
+    assert 'mode="activation"' in code
+    assert "reference.masked" in code
     pictures = run(code, crp, demo, store)["pictures"]
     shown = [image_to_uint8(explorer.session.display(picture)) for picture in pictures]
     assert len(shown) == len(gallery.images) == 8
@@ -108,7 +113,8 @@ def test_other_options_give_other_code_that_still_matches(explorer, crp, demo, s
     atlas = explorer.atlas
     atlas.mode, atlas.n_concepts = "pixels", 3
     found = run(atlas.code(), crp, demo, store)["atlas"]
-    assert found.pixel_mode and found.channels == [concept["channel"] for concept in atlas.concepts]
+    assert found.pixel_mode
+    assert found.channels == [concept["channel"] for concept in atlas.concepts]
 
 
 def test_the_explorer_code_runs_whole_and_the_code_button_follows_the_state(explorer, crp, demo, store):
@@ -121,7 +127,8 @@ def test_the_explorer_code_runs_whole_and_the_code_button_follows_the_state(expl
     view = explorer.heatmaps
     assert view.snippet == ""  # nothing is written until the panel opens
     view._on_code_message(view, {"type": "code", "open": True}, [])
-    assert view.snippet == view.code() and "dataset[4]" in view.snippet
+    assert view.snippet == view.code()
+    assert "dataset[4]" in view.snippet
     explorer.state.sample = 7
     assert "dataset[7]" in view.snippet  # the open panel follows the state
     view._on_code_message(view, {"type": "code", "open": False}, [])

@@ -31,6 +31,17 @@ def entries():
     return sorted(path.stem for path in (ROOT / "js").glob("*.ts"))
 
 
+# Entries no widget loads: the exported page's runtime, which crp_widgets.widgets.export inlines into the page.
+PAGE_ONLY = {"export"}
+
+
+def test_the_exported_page_inlines_bundles_that_the_build_writes():
+    from crp_widgets.widgets.export import BUNDLES
+
+    assert set(BUNDLES) <= set(entries())
+    assert set(BUNDLES) >= PAGE_ONLY
+
+
 def toml_list(text, key):
     """The strings of a TOML list ``key = [...]`` (the package supports Python 3.10, which has no tomllib)."""
     body = re.search(rf"^{re.escape(key)} = \[(.*?)\]", text, re.MULTILINE | re.DOTALL).group(1)
@@ -61,7 +72,7 @@ def widget_classes():
 
 def test_every_widget_loads_a_bundle_that_the_build_writes():
     loaded = {bundle(cls) for cls in widget_classes()}
-    assert {path.stem for path in loaded} == set(entries())
+    assert {path.stem for path in loaded} == set(entries()) - PAGE_ONLY
     assert all(path.parent == ROOT / "crp_widgets" / "static" for path in loaded)
     assert all(path.exists() for path in loaded)
 
@@ -169,6 +180,7 @@ def test_a_wheel_from_a_clean_clone_installs_and_runs_without_node(clean_clone, 
     installed = digests(site / "crp_widgets" / "static")
     assert installed == expected  # byte for byte the bundle npm builds from js/
     loaded = {name: digest for name, digest in report["loaded"].items() if not name.startswith("dir:")}
-    assert set(loaded) == {f"{name}.js" for name in entries()}  # every entry's bundle, each loaded by a widget
+    # every entry's bundle, each loaded by a widget (the exported page's runtime by the exported page)
+    assert set(loaded) == {f"{name}.js" for name in entries() if name not in PAGE_ONLY}
     assert loaded == {name: expected[name] for name in loaded}
     assert {report["loaded"][f"dir:{name}"] for name in loaded} == {str(site / "crp_widgets" / "static")}

@@ -157,6 +157,8 @@ class ConceptAtlas(Component):
 
     def close(self):
         """Unlink from the state and close the widget."""
+        if self.comm is None:  # closed already (ipywidgets closes a widget again when it is collected)
+            return
         self.unmirror()
         self.state.unobserve(self._on_input, names=["sample", "custom", "target", "localization", "conditions"])
         self.state.unobserve(self._region_from_state, names=["region"])

@@ -250,6 +250,13 @@ class Component(Scheduled, anywidget.AnyWidget):
 
         return view_code(self)
 
+    def close(self):
+        """Stop following the state for the code panel, then close the widget."""
+        if self.comm is None:  # closed already (ipywidgets closes a widget again when it is collected)
+            return
+        self.state.unobserve(self._code_changed)
+        super().close()
+
     def _on_code_message(self, _, content, buffers):
         """``{"type": "code", "open": bool}``: the code panel opened (write the code) or closed."""
         if content.get("type") != "code":

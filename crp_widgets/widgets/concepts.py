@@ -291,5 +291,7 @@ class UserConceptView(Component):
 
     def close(self):
         """Unlink from the state and close the widget."""
+        if self.comm is None:  # closed already (ipywidgets closes a widget again when it is collected)
+            return
         self._link.unlink()
         super().close()

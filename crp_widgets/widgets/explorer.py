@@ -160,6 +160,40 @@ class Explorer(ipywidgets.VBox):
 
         return explorer_code(self)
 
+    def export(self, path, samples=None, layers=None, channels=16, references=8, progress=True):
+        """Write this exploration as one self-contained HTML file that opens in a browser without a kernel.
+
+        The file holds, computed now for every chosen sample and layer: the sample strip and each sample's
+        heatmap, the channel ranking, the conditional heatmaps of the top ``channels`` channels, their references
+        (RelMax and ActMax, crops and masked crops; with a reference store), the concept atlas and the
+        attribution graph of the channel in focus, shown by the explorer's own views. It says which model, rules
+        and data it was made from, and when. See :func:`crp_widgets.widgets.export.export`.
+
+        Parameters
+        ----------
+        path : str or pathlib.Path
+            The HTML file to write (written whole or not at all).
+        samples : Sequence[int], optional
+            Dataset indices (default: the sample shown now).
+        layers : Sequence[str], optional
+            Layers (default: the layer shown now).
+        channels : int
+            Channels per sample and layer whose conditional heatmaps and references are kept.
+        references : int
+            References per channel and mode (at most the store's ``k``).
+        progress : bool
+            Show a progress bar.
+
+        Returns
+        -------
+        pathlib.Path
+            The file written.
+        """
+        from .export import export
+
+        return export(self, path, samples=samples, layers=layers, channels=channels, references=references,
+                      progress=progress)  # fmt: skip
+
     @property
     def region(self):
         """The region drawn on the concept atlas (boolean ``[H, W]``), or ``None``."""

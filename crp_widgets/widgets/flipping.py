@@ -280,6 +280,8 @@ class DecisionView(Panel):
 
     def close(self):
         """Stop following the shared state, then close the widget."""
+        if self.comm is None:  # closed already (ipywidgets closes a widget again when it is collected)
+            return
         self.state.unobserve(self._follow[0], names=["sample", "custom", "target", "layer"])
         self.state.unobserve(self._follow[1], names=["channel"])
         super().close()

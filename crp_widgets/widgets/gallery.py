@@ -193,6 +193,8 @@ class ReferenceGallery(Component):
 
     def close(self):
         """Stop polling the store, unlink from the state and close the widget."""
+        if self.comm is None:  # closed already (ipywidgets closes a widget again when it is collected)
+            return
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()

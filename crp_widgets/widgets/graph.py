@@ -303,6 +303,8 @@ class AttributionGraphView(Component):
 
     def close(self):
         """Stop following the shared state, then close the widget."""
+        if self.comm is None:  # closed already (ipywidgets closes a widget again when it is collected)
+            return
         self.state.unobserve(self._on_focus, names=["layer", "channel"])
         self.state.unobserve(self._on_input, names=["sample", "custom", "target"])
         super().close()

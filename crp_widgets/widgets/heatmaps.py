@@ -14,7 +14,7 @@ from .component import STATIC, Component
 from .sample import class_names
 from .traits import PNG, Array
 
-__all__ = ["ConditionalHeatmaps", "heatmap_caption", "notation"]
+__all__ = ["ConditionalHeatmaps", "heatmap_caption", "kept_info", "notation"]
 
 OR, AND = " \N{LOGICAL OR} ", " \N{LOGICAL AND} "
 FEW = 0.01  # conditions that keep less than this share of the relevance are flagged
@@ -52,6 +52,15 @@ def heatmap_caption(name, conditions, layers, localization=False):
     caption = f"Relevance for {name}" + (f", only through {words}" if words else "")
     about = f"R(x | y = {name}" + (f"{AND}{logic})" if logic else ")") + " (Achtibat et al. 2023, Eq. 8)"
     return caption, about
+
+
+def kept_info(info, conditioned, whole):
+    """``info`` with the share of the relevance the conditions keep: ``kept`` = conditioned / whole summed ``|R|``.
+
+    ``few`` flags a share below 1 %.
+    """
+    kept = conditioned / whole if whole > 0 else 0.0
+    return {**info, "kept": kept, "few": kept < FEW}
 
 
 class ConditionalHeatmaps(Component):
@@ -190,8 +199,7 @@ class ConditionalHeatmaps(Component):
 
         def apply(whole):
             if self.heatmap_info is info:
-                kept = conditioned / whole if whole > 0 else 0.0
-                self.heatmap_info = {**info, "kept": kept, "few": kept < FEW}
+                self.heatmap_info = kept_info(info, conditioned, whole)
 
         key = (id(self.session), "summed |R|", source, explained)
         self.schedule("kept", key, compute, apply, later=True)

@@ -4,6 +4,7 @@ The session holds the model's CRP, the data, the reference store and a worker; t
 layer, conditions, channel, region) is a set of traitlets, readable and settable from Python.
 """
 
+import copy
 import hashlib
 import threading
 import time
@@ -202,6 +203,28 @@ class Session:
         self._channels = None
         if store is not None:
             self.attach_store(store)
+
+    def copy(self, worker=None, cache_size=128):
+        """A session on the same model, data, store, display and labels, with its own worker and reference views.
+
+        Views built on the copy share nothing that changes with the original's (their jobs, caches and label
+        listeners are their own): an export computes on a synchronous copy while the explorer keeps working.
+
+        Parameters
+        ----------
+        worker : Worker, optional
+            The copy's worker (a new one by default; ``Worker(synchronous=True)`` computes on the calling thread).
+        cache_size : int
+            How many channels' reference views the copy keeps.
+        """
+        twin = copy.copy(self)
+        twin.worker = worker or Worker()
+        twin.labels = dict(self.labels)
+        twin._label_listeners = []
+        twin._store_lock = threading.Lock()
+        if self.store is not None:
+            twin.views = ReferenceViews(self.crp, self.store, self.datasets, cache_size=cache_size)
+        return twin
 
     def attach_store(self, store):
         """Use a reference store, after checking it was made for this model and these datasets."""
