@@ -15,7 +15,7 @@ from zoo import random_images, small_cnn, torchvision_model
 
 from crp_widgets.engine import CRP, CRPError
 from crp_widgets.engine.scan import scan
-from crp_widgets.engine.store import StoreMismatchError, open_store
+from crp_widgets.engine.store import StoreMismatchError, Tables, open_store, statistics
 
 LAYERS = ["4", "6", "10"]
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -267,6 +267,33 @@ def test_resume_after_an_interruption_gives_the_identical_store(model, scanned, 
     assert resumed.complete
     tables_equal(resumed, store)
     assert not list(tmp_path.glob("part-*"))
+
+
+def test_a_batch_interrupted_while_merged_leaves_the_state_before_it(model, scanned):
+    """A batch is staged, then committed as a whole: a failure part way through the commit restores every table."""
+    store, _ = scanned
+    tables = Tables(store.tables.layers, store.tables.classes, store.tables.k, store.tables.class_k)
+    tables.merge(store.tables)
+    tables.data = {key: tensor.clone() for key, tensor in tables.data.items()}
+    before = {key: tensor.clone() for key, tensor in tables.data.items()}
+    layer, channels = "6", store.tables.layers["6"]["channels"]
+    labels = torch.tensor([1, 3, 3, 7])
+    maps = torch.randn(4, channels, 5, generator=torch.Generator().manual_seed(0))
+    tables.add(layer, statistics(maps), statistics(maps.abs()), labels, torch.arange(100, 104))
+    tables.count(labels)
+    late = f"{layer}|class_relevance_sum"  # staged after the top-k tables (written in place) of the layer
+    columns, values = tables._staged[late]
+    tables._staged[late] = (columns, values[:1])  # a shape the table cannot take: the commit fails part way
+    with pytest.raises(RuntimeError):
+        tables.commit()
+    assert sorted(tables.data) == sorted(before)
+    for key, tensor in before.items():
+        assert torch.equal(tables.data[key], tensor), key
+    tables.add(layer, statistics(maps), statistics(maps.abs()), labels, torch.arange(100, 104))
+    tables.count(labels)
+    tables.commit()
+    changed = [key for key, tensor in before.items() if not torch.equal(tables.data[key], tensor)]
+    assert "class_count" in changed and f"{layer}|class/relevance/sum|values" in changed
 
 
 SCRIPT = textwrap.dedent(

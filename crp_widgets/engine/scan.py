@@ -165,13 +165,12 @@ class _Scanner:
         )
 
     def step(self, tables, x, labels, first_index):
-        """Process one batch; return the new state (``tables`` itself is left unchanged).
+        """Merge one batch into ``tables`` and return them; on an error ``tables`` keep the state before the batch.
 
         One forward and one backward pass for all layers; each layer's activation and relevance maps are reduced
         to their per-channel statistics as soon as they are computed, so no layer's maps outlive their use.
         """
         crp = self.crp
-        tables = tables.snapshot()
         device = next(iter(crp.model.parameters())).device
         x = x.to(device)
         activations, relevances = {}, {}
@@ -197,6 +196,7 @@ class _Scanner:
             relevance = relevances.get(layer) or tuple(torch.zeros_like(t) for t in activations[layer])
             tables.add(layer, relevance, activations[layer], explained, keys)
         tables.count(explained)
+        tables.commit()
         return tables
 
     def run(self):

@@ -132,6 +132,10 @@ class Tables:
     """The running state of a scan: top-k tables per layer and mode, class statistics (Eq. 18-23, Fig. 13).
 
     Keys of ``data`` are ``"<layer>|<table>|<field>"`` so that the whole state is one flat dict of tensors.
+    A batch is merged in two steps: :meth:`add` and :meth:`count` stage the changes without touching ``data``, and
+    :meth:`commit` applies them all at once, so a scan interrupted while it processes a batch keeps the state before
+    it. The class-conditional tables (channels x classes x k) change only in the columns of the batch's classes;
+    those columns are written in place instead of copying the tables for every batch.
     """
 
     def __init__(self, layers, classes, k, class_k, data=None):
@@ -139,7 +143,9 @@ class Tables:
         self.classes = classes
         self.k = k
         self.class_k = class_k
+        self.blank = data is None
         self.data = data if data is not None else self._empty()
+        self._staged = {}  # key -> a new tensor, or (columns, values) to write into the tensor's dimension 1
 
     def _empty(self):
         data = {"class_count": torch.zeros(self.classes, dtype=torch.float64)}
@@ -164,48 +170,69 @@ class Tables:
     def update(self, layer, relevance, activation, labels, keys):
         """Merge one batch of a layer: relevance and activation maps ``[B, C, S]``, class ``labels`` and ``keys``."""
         self.add(layer, statistics(relevance), statistics(activation), labels, keys)
+        self.count(labels)
+        self.commit()
 
     def add(self, layer, relevance, activation, labels, keys):
-        """Merge one batch of a layer given the :func:`statistics` of its relevance and activation maps.
-
-        Tensors are replaced, never modified in place, so a shallow copy of ``data`` taken before is a consistent
-        snapshot (a scan interrupted in the middle of a batch checkpoints the state before it).
-        """
+        """Stage one batch of a layer given the :func:`statistics` of its relevance and activation maps."""
         channels = relevance[0].shape[1]
         batch_keys = keys.unsqueeze(0).expand(channels, -1)
+        present, column = torch.unique(labels, return_inverse=True)
         for mode, (peak, position, summed) in (("relevance", relevance), ("activation", activation)):
             for target, value in (("sum", summed), ("max", peak)):
                 name = f"{mode}/{target}"
                 merged = topk.merge(self.table(layer, name), value.T, batch_keys, position.T)
-                self._put(self.data, layer, name, merged)
+                self._put(self._staged, layer, name, merged)
                 if mode == "relevance":
-                    self._update_classes(layer, f"class/{name}", value, position, labels, keys)
-            if mode == "relevance":
-                key = f"{layer}|class_relevance_sum"
-                self.data[key] = self.data[key].index_add(1, labels, summed.T.to(torch.float64))
+                    self._stage_classes(layer, f"class/{name}", value, position, labels, keys, present)
+        key = f"{layer}|class_relevance_sum"
+        summed = relevance[2].T.double()
+        sums = torch.zeros(channels, len(present), dtype=torch.float64).index_add(1, column, summed)
+        self._staged[key] = (present, self.data[key][:, present] + sums)
 
-    def _update_classes(self, layer, name, value, position, labels, keys):
+    def _stage_classes(self, layer, name, value, position, labels, keys, present):
         """Class-conditional top-k (Fig. 13): each sample competes only within the class it was explained for."""
-        present = torch.unique(labels)
         table = {field: tensor[:, present] for field, tensor in self.table(layer, name).items()}
         member = labels.unsqueeze(0) == present.unsqueeze(1)  # [U, B]
         channels = value.shape[1]
         values = value.T.unsqueeze(1).expand(channels, len(present), -1).masked_fill(~member, -torch.inf)
         candidate_keys = keys.expand(channels, len(present), -1).masked_fill(~member, topk.EMPTY)
         positions = position.T.unsqueeze(1).expand(channels, len(present), -1)
-        merged = topk.merge(table, values, candidate_keys, positions)
-        for field, tensor in merged.items():
-            key = f"{layer}|{name}|{field}"
-            self.data[key] = self.data[key].index_copy(1, present, tensor)
+        for field, tensor in topk.merge(table, values, candidate_keys, positions).items():
+            self._staged[f"{layer}|{name}|{field}"] = (present, tensor)
 
     def count(self, labels):
-        """Count the samples of one batch per class."""
-        self.data["class_count"] = self.data["class_count"].index_add(
+        """Stage the count of one batch's samples per class."""
+        self._staged["class_count"] = self.data["class_count"].index_add(
             0, labels, torch.ones(len(labels), dtype=torch.float64)
         )
 
+    def commit(self):
+        """Apply the staged changes; if interrupted part way, restore the state before them and re-raise."""
+        staged, self._staged = self._staged, {}
+        undo = []
+        try:
+            for key, change in staged.items():
+                if isinstance(change, tuple):
+                    columns, values = change
+                    undo.append((key, self.data[key], columns, self.data[key][:, columns]))
+                    self.data[key].index_copy_(1, columns, values.to(self.data[key].dtype))
+                else:
+                    undo.append((key, self.data[key], None, None))
+                    self.data[key] = change
+        except BaseException:
+            for key, tensor, columns, values in reversed(undo):
+                self.data[key] = tensor
+                if columns is not None:
+                    tensor.index_copy_(1, columns, values)
+            raise
+        self.blank = False
+
     def merge(self, other):
         """Merge another state of the same shape into this one (associative, see :mod:`.topk`)."""
+        if self.blank:  # nothing to merge with: take the other state as it is
+            self.data, self.blank = dict(other.data), other.blank
+            return self
         for key, tensor in other.data.items():
             if key.endswith("|values"):
                 prefix = key[: -len("|values")]
@@ -214,10 +241,6 @@ class Tables:
             elif key == "class_count" or key.endswith("|class_relevance_sum"):
                 self.data[key] = self.data[key] + tensor
         return self
-
-    def snapshot(self):
-        """A copy sharing the (never modified in place) tensors."""
-        return Tables(self.layers, self.classes, self.k, self.class_k, dict(self.data))
 
 
 class Store:
