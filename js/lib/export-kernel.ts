@@ -77,8 +77,8 @@ export interface PageState {
   preview: { layer: string; channel: number } | null;
 }
 
-/** Gallery views the file holds (its references: crops, masked crops, whole samples). */
-export const GALLERY_VIEWS = ["crop", "masked", "sample"];
+/** Gallery views the file holds (its references as crops and masked crops). */
+export const GALLERY_VIEWS = ["crop", "masked"];
 const PREVIEW_COUNT = 6;
 const NOT_HELD = "Not in this file:";
 const KERNEL = "that needs the explorer in Jupyter";
@@ -338,10 +338,13 @@ export class PageKernel {
     const first = snapshots[0];
     const empty = groups.every((group) => (group.tiles as unknown[]).length === 0);
     const compareKey = gallery.compare ? "relevance|1" : `${gallery.mode}|0`;
+    const stored = first.store_info as Traits | undefined;
     return {
       ...base,
       ...first,
       ...options,
+      // the references the file holds per channel: the most the gallery's k can show
+      store_info: this.memoised("store-info", () => ({ ...stored, k: this.data.about.references })),
       groups,
       images,
       message: empty ? first.message : "",
@@ -481,6 +484,7 @@ export class PageKernel {
   /** A gallery option set: what the file holds is shown at once; anything else is refused with a note. */
   galleryOption(name: string, value: unknown): boolean {
     const options = this.state.gallery;
+    delete this.refusals.gallery; // an earlier refusal is answered by this request
     const why = (text: string): boolean => {
       this.refuse("gallery", `${NOT_HELD} ${text}; ${KERNEL}.`);
       return false;
@@ -493,7 +497,10 @@ export class PageKernel {
         options.compare = Boolean(value);
         return true;
       case "view":
-        if (!GALLERY_VIEWS.includes(String(value))) return why("the heatmaps of the references (it holds crops, masked crops and whole samples)");
+        if (!GALLERY_VIEWS.includes(String(value))) {
+          const shown = value === "heatmap" ? "the heatmaps of the references" : "the full samples of the references";
+          return why(`${shown} (it holds their crops and masked crops)`);
+        }
         options.view = String(value);
         return true;
       case "k": {
