@@ -232,13 +232,19 @@ def leftovers(folder):
 def test_bad_input_gets_a_clear_error_and_leaves_no_file(crp, demo, store, tmp_path, monkeypatch):
     explorer = make_explorer(crp, demo, store)
     target = tmp_path / "out.html"
-    with pytest.raises(UnknownLayerError, match=r"features\.conv9.*features\.conv4"):
-        explorer.export(target, layers=["features.conv9"], progress=False)
-    with pytest.raises(CRPError, match=r"channels=17 is more than layer 'features\.conv1' has: it has 16 channels"):
+    with pytest.raises(UnknownLayerError, match=r"unknown layer 'features\.conv9'.*Valid layers: 'features\.conv1'"):
+        explorer.export(target, layers=["features.conv4", "features.conv9"], progress=False)
+    with pytest.raises(
+        CRPError,
+        match=r"channels=17 is more than layer 'features\.conv1' has: it has 16 channels; give channels "
+        r"from 1 to 16",
+    ):
         explorer.export(target, layers=["features.conv1"], channels=17, progress=False)
-    with pytest.raises(CRPError, match=r"references=9 is more than the store holds: 8 per channel"):
+    with pytest.raises(CRPError, match="channels must be a positive whole number, got 0"):
+        explorer.export(target, channels=0, progress=False)
+    with pytest.raises(CRPError, match=r"references=9 is more than the store holds: 8 per channel; give 1 to 8"):
         explorer.export(target, references=9, progress=False)
-    with pytest.raises(CRPError, match="sample 500 is out of range: the dataset has 120 samples"):
+    with pytest.raises(CRPError, match=r"sample 500 is out of range: the dataset has 120 samples \(0 to 119\)"):
         explorer.export(target, samples=[1, 500], progress=False)
     with pytest.raises(ExportError, match=r"the folder .*missing.* does not exist"):
         explorer.export(tmp_path / "missing" / "out.html", progress=False)
@@ -255,11 +261,39 @@ def test_bad_input_gets_a_clear_error_and_leaves_no_file(crp, demo, store, tmp_p
     def broken(*args):
         raise RuntimeError("the kernel was interrupted")
 
-    monkeypatch.setattr(export_module, "_collect", broken)
-    with pytest.raises(RuntimeError, match="interrupted"):
-        explorer.export(target, progress=False)
+    with monkeypatch.context() as patch:
+        patch.setattr(export_module, "_collect", broken)
+        with pytest.raises(RuntimeError, match="interrupted"):
+            explorer.export(target, progress=False)
     assert leftovers(tmp_path) == ["a-file", "out.html"]
     assert target.read_text() == "an earlier export"
+
+
+def test_a_folder_it_may_not_write_to_or_a_failed_write_leaves_no_file(crp, demo, tmp_path, monkeypatch):
+    explorer = make_explorer(crp, demo)
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    with monkeypatch.context() as patch:  # the tests run as root, who may write anywhere: the refusal is simulated
+        patch.setattr(export_module.tempfile, "mkstemp", refused)
+        with pytest.raises(ExportError, match=r"cannot write '.*out\.html': Permission denied"):
+            explorer.export(tmp_path / "out.html", channels=2, progress=False)
+    write = export_module.pathlib.Path.write_text
+
+    def half_written(self, text, **kwargs):
+        write(self, text[: len(text) // 2], **kwargs)
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:  # the disk fills up while the file is written
+        patch.setattr(export_module.pathlib.Path, "write_text", half_written)
+        with pytest.raises(OSError, match="No space left"):
+            explorer.export(tmp_path / "out.html", channels=2, progress=False)
+    assert leftovers(tmp_path) == []
+    path = explorer.export(tmp_path / "out.html", channels=2, progress=False)
+    assert leftovers(tmp_path) == ["out.html"]
+    mask = export_module._umask()
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # readable as any new file, not private like a temporary
 
 
 def test_the_export_leaves_the_explorer_as_it_was(crp, demo, store, tmp_path):

@@ -11,7 +11,7 @@ a layer or a channel) from it. What the file does not hold, each view says so.
 
 Per sample and layer the file holds the sample's heatmap, the channel ranking, the conditional heatmaps of the top
 ``channels`` channels, the concept atlas and the attribution graph of the layer's channel in focus; per layer and
-channel among those, the references (RelMax and ActMax; crops, masked crops and whole samples); and the code of
+channel among those, the references (RelMax and ActMax; crops and masked crops); and the code of
 every view it can show.
 """
 
@@ -198,7 +198,8 @@ def _arguments(explorer, samples, layers, channels, references):
         raise CRPError("samples is empty: give the dataset indices to export")
     for index in samples:
         if not 0 <= index < len(session.dataset):
-            raise CRPError(f"sample {index} is out of range: the dataset has {len(session.dataset)} samples")
+            count = len(session.dataset)
+            raise CRPError(f"sample {index} is out of range: the dataset has {count} samples (0 to {count - 1})")
     layers = [state.layer] if layers is None else [layers] if isinstance(layers, str) else list(layers)
     layers = list(dict.fromkeys(session.crp.validate_layer(layer) for layer in layers))
     if not layers:
@@ -207,11 +208,15 @@ def _arguments(explorer, samples, layers, channels, references):
     for layer in layers:
         count = session.channel_count(layer)
         if count is not None and channels > count:
-            raise CRPError(f"channels={channels} is more than layer {layer!r} has: it has {count} channels")
+            raise CRPError(
+                f"channels={channels} is more than layer {layer!r} has: it has {count} channels; give channels "
+                f"from 1 to {count}"
+            )
     references = _count(references, "references")
     store = session.store
     if store is not None and references > store.manifest["k"]:
-        raise CRPError(f"references={references} is more than the store holds: {store.manifest['k']} per channel")
+        k = store.manifest["k"]
+        raise CRPError(f"references={references} is more than the store holds: {k} per channel; give 1 to {k}")
     return samples, layers, channels, references
 
 
@@ -304,11 +309,19 @@ def export(explorer, path, samples=None, layers=None, channels=16, references=8,
     path, part = _check_path(path)
     try:
         part.write_text(_page(explorer, samples, layers, channels, references, progress), encoding="utf-8")
+        os.chmod(part, 0o666 & ~_umask())  # as an ordinary new file (the temporary one is private)
         os.replace(part, path)
     except BaseException:
         part.unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask():
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _page(explorer, samples, layers, channels, references, progress):
@@ -445,7 +458,7 @@ def _record_empty(views, pack, data):
 
 
 def _record_references(session, state, gallery, pack, data, layers, references_of, references, bar):
-    """The gallery of every held channel: RelMax and ActMax, as crops, masked crops and whole samples."""
+    """The gallery of every held channel: RelMax and ActMax, as crops and masked crops."""
     bar.grow(sum(len(found) for found in references_of.values()))
     gallery.k = references
     for layer in layers:
