@@ -238,7 +238,7 @@ def _about(explorer, samples, layers, channels, references, target):
     store = session.store
     stored = None
     if store is not None:
-        stored = {"path": str(store.path), "layers": list(store.layers), "k": store.manifest["k"],
+        stored = {"name": store.path.name, "layers": list(store.layers), "k": store.manifest["k"],
                   "samples": store.samples, "complete": store.complete}  # fmt: skip
     return {
         "format": FORMAT,
@@ -555,7 +555,7 @@ def _html(data):
     target = about["target"]
     explains = f"class {target['name']}" if target else "each sample's predicted class"
     store = about["store"]
-    stored = (f"references from the store {store['path']} ({store['k']} per channel, {store['samples']} samples "
+    stored = (f"references from the store {store['name']!r} ({store['k']} per channel, {store['samples']} samples "
               f"scanned)" if store else "no reference store")  # fmt: skip
     facts = [
         ("Model", f"{about['model']} ({about['parameters']:,} parameters)"),
