@@ -86,6 +86,22 @@ test_with_zennit1() {
   "$ZENNIT1/bin/python" -m pytest "${ZENNIT1_TESTS[@]}"
 }
 
+# LXT (Achtibat et al. 2024), the reference implementation of CP-LRP and AttnLRP for transformers, for
+# tests/test_lxt.py: its package imports transformers, so both go into .lxt with the versions LXT 2.1 works with
+# (pure Python packages and one tokenizers wheel; the tests add .lxt after the main environment's packages).
+LXT_DIR="${CRP_LXT:-$ROOT/.lxt}"
+LXT_PINS=(lxt==2.1 transformers==4.51.3 huggingface_hub==0.30.2 tokenizers==0.21.4 regex==2026.12.2)
+
+ensure_lxt() {
+  if [[ "$(cat "$LXT_DIR/.pins" 2>/dev/null)" != "${LXT_PINS[*]}" ]]; then
+    log "Installing LXT into $LXT_DIR (for tests/test_lxt.py)"
+    rm -rf "$LXT_DIR"
+    "$VENV/bin/python" -m pip install --disable-pip-version-check --no-deps --target "$LXT_DIR" "${LXT_PINS[@]}" &&
+      echo "${LXT_PINS[*]}" >"$LXT_DIR/.pins"
+  fi
+  export CRP_LXT="$LXT_DIR"
+}
+
 # The docs site (mkdocs.yml, docs/): a broken link, page or API reference fails the build. Built into a temporary
 # directory: the check needs the build to pass, not the site.
 build_docs() {
@@ -133,6 +149,7 @@ case "${1:-}" in
     ensure_node_modules
     ensure_venv
     ensure_chromium
+    ensure_lxt
     build_front_end
     run_checks
     ;;

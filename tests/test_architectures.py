@@ -150,8 +150,8 @@ def _cp_lrp_by_gradient_times_input(model, x, target):
 
     Gradient times input on a patched copy: GELU by the identity rule (its gradient replaced by output / input),
     LayerNorm with its standard deviation detached, attention with its queries and keys detached (the weights held
-    constant, relevance through the values); linear layers keep their gradient (LRP-0). LXT itself needs
-    ``transformers``, ``accelerate``, ``bitsandbytes`` and ``open_clip_torch`` to install; this is its rule set.
+    constant, relevance through the values); linear layers keep their gradient (LRP-0). ``test_lxt.py`` compares
+    with LXT itself.
     """
     import copy
 
