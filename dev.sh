@@ -95,9 +95,9 @@ LXT_PINS=(lxt==2.1 transformers==4.51.3 huggingface_hub==0.30.2 tokenizers==0.21
 ensure_lxt() {
   if [[ "$(cat "$LXT_DIR/.pins" 2>/dev/null)" != "${LXT_PINS[*]}" ]]; then
     log "Installing LXT into $LXT_DIR (for tests/test_lxt.py)"
-    rm -rf "$LXT_DIR"
-    "$VENV/bin/python" -m pip install --disable-pip-version-check --no-deps --target "$LXT_DIR" "${LXT_PINS[@]}" &&
-      echo "${LXT_PINS[*]}" >"$LXT_DIR/.pins"
+    "$VENV/bin/python" -m pip install --disable-pip-version-check --no-deps --upgrade --target "$LXT_DIR" \
+      "${LXT_PINS[@]}"
+    echo "${LXT_PINS[*]}" >"$LXT_DIR/.pins"
   fi
   export CRP_LXT="$LXT_DIR"
 }

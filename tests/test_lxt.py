@@ -62,6 +62,8 @@ SCRIPT = textwrap.dedent(
 def test_vit_equals_lxt_cp_lrp(name):
     """Same model, same inputs, same rules: the engine's input relevance is LXT's to float precision."""
     if not (LXT / "lxt").is_dir():
+        # under ./dev.sh test (which sets CRP_LXT) a missing LXT is a failure, elsewhere a reason to skip
+        assert "CRP_LXT" not in os.environ, f"CRP_LXT={LXT} holds no LXT"
         pytest.skip(f"LXT is not installed at {LXT}; ./dev.sh test installs it")
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(LXT), name], capture_output=True, text=True, timeout=600, check=False
