@@ -199,10 +199,14 @@ function render({ model, el }: RenderProps<ConceptsModel>): () => void {
       summary.textContent = `No images of class ${s.name} in the dataset to summarise.`;
       return;
     }
+    const found = Number.isFinite(s.inside ?? Number.NaN);
     summary.textContent =
       `Class ${s.name}, ${s.images} images: the concept raises the class's output on ` +
-      `${Math.round((s.score ?? 0) * 100)} % of them; its mean contribution is ${formatNumber(s.inside)} where ` +
-      `the concept is found and ${formatNumber(s.outside)} elsewhere.`;
+      `${Math.round((s.score ?? 0) * 100)} % of them; ` +
+      (found
+        ? `its mean contribution is ${formatNumber(s.inside)} where the concept is found and ` +
+          `${formatNumber(s.outside)} elsewhere.`
+        : `the concept is found in none of them; its mean contribution is ${formatNumber(s.outside)}.`);
     summary.title = "The share of images is the TCAV score (Kim et al. 2018); contributions are S_k→c of SACV.";
   };
 
