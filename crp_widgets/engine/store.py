@@ -167,12 +167,6 @@ class Tables:
         """The ``{values, keys, positions}`` of one table."""
         return {field: self.data[f"{layer}|{table}|{field}"] for field in ("values", "keys", "positions")}
 
-    def update(self, layer, relevance, activation, labels, keys):
-        """Merge one batch of a layer: relevance and activation maps ``[B, C, S]``, class ``labels`` and ``keys``."""
-        self.add(layer, statistics(relevance), statistics(activation), labels, keys)
-        self.count(labels)
-        self.commit()
-
     def add(self, layer, relevance, activation, labels, keys):
         """Stage one batch of a layer given the :func:`statistics` of its relevance and activation maps."""
         channels = relevance[0].shape[1]
