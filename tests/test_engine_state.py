@@ -1,8 +1,12 @@
-"""The one private torch attribute the engine reads: a tensor's in-place version counter (``engine/state.py``)."""
+"""What the engine knows of a model's state (``engine/state.py``): the one private torch attribute it reads, a
+tensor's in-place version counter, and passes kept apart from tracing in other threads."""
+
+import threading
 
 import torch
 from zoo import small_cnn
 
+from crp_widgets.engine.interventions import Edit
 from crp_widgets.engine.state import ModelState, version
 
 
@@ -39,3 +43,67 @@ def test_the_model_state_sees_every_kind_of_change():
     state = ModelState(model)
     model[5] = torch.nn.Tanh()  # a module replaced
     assert not ModelState(model).same_modules(state)
+
+
+class _Pause(Edit):
+    """An edit that holds its pass inside the model until released (what a slow layer in another thread does)."""
+
+    def __init__(self):
+        self.inside, self.release = threading.Event(), threading.Event()
+
+    def __call__(self, activation, layout):
+        self.inside.set()
+        self.release.wait(10)
+        self.inside.clear()
+        return activation
+
+    def key(self):
+        return ("pause",)
+
+
+class _Watched(torch.nn.Module):
+    """A block of a model being traced that notes whether another thread's pass was inside its model meanwhile."""
+
+    def __init__(self, pause, seen):
+        super().__init__()
+        self.conv, self.pause, self.seen = torch.nn.Conv2d(3, 3, 3, padding=1), pause, seen
+
+    def forward(self, x):
+        if isinstance(x, torch.fx.Proxy):
+            self.seen.append(self.pause.inside.is_set())
+        return torch.relu(self.conv(x))
+
+
+def test_tracing_waits_for_other_threads_passes():
+    """torch.fx patches ``torch.nn.Module.__call__`` for all threads while it traces: a pass running meanwhile in
+    another thread would go through the tracer (``NameError: module is not installed as a submodule``), and two
+    overlapping traces leave the patch in place for good. The engine traces only while no pass runs."""
+    from crp_widgets import CRP
+
+    original = torch.nn.Module.__call__
+    pause, seen, errors = _Pause(), [], []
+    running = CRP(small_cnn())
+    running.evaluate(torch.rand(1, 3, 16, 16))  # traced before the race
+    traced = CRP(torch.nn.Sequential(_Watched(pause, seen), torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 4)))
+
+    def catch(function):
+        def wrapped():
+            try:
+                function()
+            except Exception as error:  # reported by the assertion below
+                errors.append(error)
+
+        return wrapped
+
+    first = threading.Thread(target=catch(lambda: running.evaluate(torch.rand(1, 3, 16, 16), edits={"4": pause})))
+    first.start()
+    assert pause.inside.wait(10)
+    second = threading.Thread(target=catch(lambda: traced.attribute(torch.rand(3, 16, 16), target=0)))
+    second.start()
+    second.join(1.0)  # the trace waits for the first pass
+    pause.release.set()
+    first.join(10)
+    second.join(10)
+    assert errors == []
+    assert seen == [False]
+    assert torch.nn.Module.__call__ is original

@@ -14,7 +14,7 @@ from .forward import evaluate, record
 from .graph import Graph, UntraceableError, templates
 from .hooked import HookedGraph
 from .rules import modified_parameters
-from .state import ModelState
+from .state import PASSES, ModelState
 
 # module types whose output holds its channels on the last axis (features of a token or a row)
 _CHANNELS_LAST = {"Linear", "NonDynamicallyQuantizableLinear", "LayerNorm", "RMSNorm", "MultiheadAttention"}
@@ -75,7 +75,10 @@ class Context:
         ``example``: an input, run through the model to tell its own errors from tracing problems. A model that
         cannot be traced runs module by module (:class:`~crp_widgets.engine.hooked.HookedGraph`).
         """
-        with self.lock:
+        graph = self._graph
+        if graph is not None:
+            return graph
+        with PASSES.alone(), self.lock:  # tracing waits for the passes of other threads, before the caches' lock
             if self._graph is None:
                 try:
                     self._graph = Graph(self.model, self.composite, example, self.attention)
@@ -96,17 +99,18 @@ class Context:
             self._parameters[key] = cached
         return cached
 
-    def channel_axis(self, name, value=None, axis=None):
+    def channel_axis(self, name, value=None, axis=None, kinds=None):
         """The axis of layer ``name``'s output that holds its channels.
 
-        With ``value`` (the layer's output in a pass) and the ``axis`` the pass followed to it: that axis, kept for
-        later questions; where the pass lost track, axis 1 for images and signals, the last one for tokens and rows.
+        With ``value`` (the layer's output in a pass), the ``axis`` the pass followed to it and the module ``kinds``
+        of the pass's graph: that axis, kept for later questions; where the pass lost track, axis 1 for images and
+        signals, the last one for tokens and rows.
         Without: the axis kept from the last pass (1 if none ran yet).
         """
         if value is None:
             return self.axes.get(name, 1)
         if axis is None:
-            axis = value.ndim - 1 if value.ndim in (2, 3) and self.graph().kinds.get(name) in _CHANNELS_LAST else 1
+            axis = value.ndim - 1 if value.ndim in (2, 3) and kinds.get(name) in _CHANNELS_LAST else 1
             axis = min(axis, value.ndim - 1)
         self.axes[name] = axis
         return axis

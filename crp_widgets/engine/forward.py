@@ -21,6 +21,7 @@ from .errors import CRPError, ModelForwardError, UnsupportedModelError
 from .graph import attribute
 from .inspection import Layout
 from .rules import Rule, connect
+from .state import PASSES
 
 
 @dataclasses.dataclass(eq=False)
@@ -146,8 +147,13 @@ class Run:
         self.explains = self.mode != "plain" and torch.is_grad_enabled()
         self.graph = self.context.graph(input)
         self.spatial = tuple(input.shape[2:])
-        if not hasattr(self.graph, "steps"):  # a model that runs module by module
-            return self.graph.execute(self, input)
+        if not hasattr(self.graph, "steps"):  # a model that runs module by module: its hooks fire in every thread
+            with PASSES.alone():
+                return self.graph.execute(self, input)
+        with PASSES.shared():
+            return self._run(input)
+
+    def _run(self, input):
         values, axes = {}, {}
         for step in self.graph.steps:
             node = step.node
@@ -199,7 +205,7 @@ class Run:
             if edit is not None:
                 raise CRPError(f"layer {name!r} returns {type(value).__name__}; only tensor outputs can be edited")
             return value
-        axis = self.context.channel_axis(name, value, axis)
+        axis = self.context.channel_axis(name, value, axis, self.graph.kinds)
         layout = self.context.layouts[name] = Layout.of(value.shape, axis, self.spatial)
         if edit is not None:
             value = (
@@ -315,7 +321,7 @@ class ForwardPass:
         tuple[torch.Tensor, ...]
             The relevance at each ``capture`` (with a leading dimension k if ``batched``).
         """
-        with self.lock:
+        with self.lock, PASSES.shared():  # the rules run the layers' modules again
             return self._backward(start, grad, capture, masks, batched, path_masks, create_graph, last, observe)
 
     def _backward(self, start, grad, capture, masks, batched, path_masks, create_graph, last, observe):

@@ -20,7 +20,7 @@ from .composites import SIGNED_OUTPUTS
 from .errors import ModelForwardError, UnsupportedModelError
 from .layers import Convolution, Dense, is_batch_norm, layer_of
 from .modules import module_handler
-from .state import EvalMode, ModelState
+from .state import PASSES, EvalMode, ModelState
 
 TRANSPARENT = {
     "view", "reshape", "permute", "transpose", "expand", "expand_as", "flatten", "unsqueeze", "squeeze", "contiguous",
@@ -85,7 +85,7 @@ class Graph:
 
     def __init__(self, model, composite, example=None, attention="cp"):
         self.model = model
-        with EvalMode(model), _StructuralCanonizers(model, composite):
+        with PASSES.alone(), EvalMode(model), _StructuralCanonizers(model, composite):
             graph, calls, modules = _trace(model, example)
         merges = _merges(graph, modules)
         rules = templates(model, composite, _signed_outputs(graph, modules, merges))

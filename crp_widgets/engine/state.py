@@ -11,7 +11,15 @@ here and nowhere else, and ``tests/test_engine_state.py`` fails the day a torch 
 
 :class:`EvalMode` sets every module's training flag to eval for the length of a block (tracing, or a pass of a model
 that runs module by module) and restores each flag afterwards.
+
+:data:`PASSES` keeps the engine's passes apart from what changes models for every thread: ``torch.fx`` tracing
+(which patches ``torch.nn.Module.__call__`` process-wide for its length, so a model running in another thread
+meanwhile goes through the tracer, and two overlapping traces leave the patch in place for good), and passes of
+models that run module by module (their forward hooks fire in every thread).
 """
+
+import contextlib
+import threading
 
 
 def version(tensor):
@@ -78,3 +86,56 @@ class EvalMode:
     def __exit__(self, *exc):
         for module, training in self.flags:
             module.training = training
+
+
+class Passes:
+    """Many engine passes at once (:meth:`shared`), or one block alone (:meth:`alone`): tracing, hooked passes.
+
+    Blocks nest within a thread. A block waiting to run alone keeps new passes from starting, so it is not starved.
+    """
+
+    def __init__(self):
+        self._condition = threading.Condition()
+        self._running = 0  # threads inside a block
+        self._alone = None  # the thread running alone
+        self._waiting = 0  # threads waiting to run alone
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def _block(self, alone):
+        local, me = self._local, threading.get_ident()
+        depth, alone_depth = getattr(local, "depth", 0), getattr(local, "alone", 0)
+        with self._condition:
+            if alone and not alone_depth:
+                self._waiting += 1
+                try:  # a thread inside a shared block already counts among the running
+                    self._condition.wait_for(lambda: self._alone is None and self._running == (1 if depth else 0))
+                finally:
+                    self._waiting -= 1
+                self._alone = me
+            elif not depth:
+                self._condition.wait_for(lambda: self._alone is None and not self._waiting)
+            if not depth:
+                self._running += 1
+        local.depth, local.alone = depth + 1, alone_depth + alone
+        try:
+            yield
+        finally:
+            local.depth, local.alone = depth, alone_depth
+            with self._condition:
+                if alone and not alone_depth:
+                    self._alone = None
+                if not depth:
+                    self._running -= 1
+                self._condition.notify_all()
+
+    def shared(self):
+        """A block that runs models alongside other threads' shared blocks."""
+        return self._block(alone=False)
+
+    def alone(self):
+        """A block that runs while no other thread is inside a block."""
+        return self._block(alone=True)
+
+
+PASSES = Passes()
