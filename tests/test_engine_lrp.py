@@ -76,6 +76,19 @@ def test_unconditioned_heatmap_equals_zennit_lrp(name, build, shape):
     )
 
 
+def test_branches_whose_input_is_all_zeros_give_zennit_result():
+    """z+ after a ReLU (an all-zero negative branch) and on an all-zero image (every branch zero)."""
+    composite = EpsilonPlus(canonizers=[SequentialMergeBatchNorm()])
+    model = small_cnn()
+    crp = CRP(model, composite=composite)
+    for x in (torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(3)), torch.zeros(2, 3, 16, 16)):
+        relevance = crp.attribute(x, target=4).input_relevance
+        expected = zennit_lrp(model, composite, x, [4, 4])
+        assert relevance.shape == expected.shape
+        assert close(relevance, expected)
+    assert not relevance.any()
+
+
 @pytest.mark.parametrize(
     "composite",
     [

@@ -319,13 +319,16 @@ class CRP:
         """Never a silent wrong picture: raise if ``relevance`` at the input is not finite or lost its size.
 
         An explanation without conditions must keep the order of magnitude of the relevance it started with
-        (``start_total``); the error names the layer where the relevance vanished or blew up.
+        (``start_total``), unless the input is all zeros and receives none; the error names the layer where the
+        relevance vanished or blew up.
         """
         finite = bool(torch.isfinite(relevance).all())
         size = float(relevance.abs().sum()) if finite else math.inf
         reference = abs(start_total)
         if finite and (conditions or reference < 1e-12 or _VANISHED * reference <= size <= _BLOWN_UP * reference):
             return
+        if size == 0 and not bool(forward.input.detach().any()):
+            return  # an all-zero input: rules that multiply by the input (z+, epsilon) give it none, exactly
         raise CRPError(self._diagnosis(forward, finite, size / max(reference, 1e-30)))
 
     def _diagnosis(self, forward, finite, ratio):

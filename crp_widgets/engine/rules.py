@@ -15,7 +15,8 @@ from zennit.core import ParamMod, stabilize, zero_wrap
 from zennit.rules import AlphaBeta, Epsilon, Flat, Gamma, Norm, WSquare, ZBox, ZPlus
 
 # zennit rules whose reducer is the sum of input times gradient over the branches: a branch whose input is all
-# zeros contributes exactly nothing, so its backward is skipped (e.g. the negative branch after a ReLU)
+# zeros contributes exactly nothing, so its backward is skipped (e.g. the negative branch after a ReLU), and its
+# input and gradient enter the reducer as zero scalars (these rules' reducers and mappers broadcast)
 _PRODUCT_REDUCERS = (ZPlus, AlphaBeta, Gamma)
 # zennit rules whose gradient mapper multiplies the relevance element-wise by factors of the outputs alone
 _ELEMENTWISE_MAPPERS = (Epsilon, ZPlus, AlphaBeta, Gamma, Flat, WSquare, ZBox, Norm)
@@ -186,7 +187,7 @@ class Branch:
     """One branch of a zennit rule: its modified input, parameters and output, and how to differentiate it.
 
     ``local`` is set when the branch is differentiated on a local graph (``input`` is then its leaf); ``zero``
-    when its input is all zeros and it contributes nothing.
+    when its input is all zeros and it contributes nothing (``input`` is then a zero scalar).
     """
 
     input: torch.Tensor
@@ -232,7 +233,7 @@ class ZennitRule(Rule):
     def __init__(self, hook, layer, parameters):
         self.hook, self.layer, self.parameters = hook, layer, parameters
         self.modifiers = list(zip(hook.input_modifiers, hook.param_modifiers, hook.output_modifiers))
-        self.skips_zeros = isinstance(hook, _PRODUCT_REDUCERS) and layer.linear
+        self.skips_zeros = type(hook) in _PRODUCT_REDUCERS and layer.linear
         self.elementwise = type(hook) in _ELEMENTWISE_MAPPERS
 
     def forward(self, input):
@@ -249,7 +250,10 @@ class ZennitRule(Rule):
             branch_input = input_modifier(input)
             parameters = self.parameters(index, param_modifier)
             if self.skips_zeros and not bool(branch_input.any()):
-                branches.append(Branch(branch_input, parameters, self.layer.at_zero(parameters, output), zero=True))
+                # neither its input nor (without a bias) its output is kept: a zero scalar takes their places
+                zero = input.new_zeros(())
+                at_zero = zero if parameters.get("bias") is None else self.layer.at_zero(parameters, output)
+                branches.append(Branch(zero, parameters, at_zero, zero=True))
             elif branch_input is input and _same(parameters, plain) and output_modifier(output) is output:
                 branches.append(self._branch(branch_input, parameters, output_modifier, output))
             else:
@@ -277,12 +281,14 @@ class ZennitRule(Rule):
         gradients = []
         for branch, grad in zip(branches, mapped):
             if branch.zero:
-                gradients.append(torch.zeros_like(branch.input))
+                gradients.append(branch.input)  # the zero scalar: the reducer's products of zeros broadcast
             elif branch.local:
                 gradients.append(_vjp(branch.output, branch.input, grad)[0])
             else:
                 gradients.append(self.layer.transpose(branch.input, branch.parameters, grad))
         inputs = [branch.input.detach() if branch.local else branch.input for branch in branches]
+        if all(branch.zero for branch in branches):
+            return (torch.zeros_like(state.input),)
         return (self.hook.reducer(inputs, gradients),)
 
     def _map(self, state, relevance):
