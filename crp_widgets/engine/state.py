@@ -92,6 +92,9 @@ class Passes:
     """Many engine passes at once (:meth:`shared`), or one block alone (:meth:`alone`): tracing, hooked passes.
 
     Blocks nest within a thread. A block waiting to run alone keeps new passes from starting, so it is not starved.
+    Inside a block, the engine takes no lock that a thread may hold while it waits for a block (a forward pass's
+    lock is taken before its backward pass's block; tracing enters its block before the context's lock, which is
+    only ever held briefly, around caches).
     """
 
     def __init__(self):
