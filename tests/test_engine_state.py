@@ -107,3 +107,40 @@ def test_tracing_waits_for_other_threads_passes():
     assert errors == []
     assert seen == [False]
     assert torch.nn.Module.__call__ is original
+
+
+def test_passes_and_traces_in_many_threads_agree_with_one_thread():
+    """Explorer workers, scans and the notebook explain and trace at once: no deadlock, no patch left, same results."""
+    from crp_widgets import CRP
+
+    original = torch.nn.Module.__call__
+    crp = CRP(small_cnn())
+    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    expected = crp.attribute(x, target=3, conditions={"4": [1]}).input_relevance
+    results, errors = [], []
+
+    def explain():
+        try:
+            for _ in range(6):
+                crp.clear_cache()
+                results.append(crp.attribute(x, target=3, conditions={"4": [1]}).input_relevance)
+        except Exception as error:  # reported by the assertion below
+            errors.append(error)
+
+    def trace():
+        try:
+            for seed in range(1, 4):
+                CRP(small_cnn(seed)).attribute(x, target=1)
+        except Exception as error:  # reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=explain) for _ in range(3)] + [threading.Thread(target=trace) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not any(thread.is_alive() for thread in threads), "a thread is still waiting: a deadlock"
+    assert errors == []
+    assert len(results) == 18
+    assert all(torch.allclose(result, expected, rtol=1e-5, atol=1e-7) for result in results)
+    assert torch.nn.Module.__call__ is original
