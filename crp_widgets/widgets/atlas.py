@@ -155,14 +155,12 @@ class ConceptAtlas(Component):
         self._request_atlas()
         self._request_region()
 
-    def close(self):
-        """Unlink from the state and close the widget."""
-        if self.comm is None:  # closed already (ipywidgets closes a widget again when it is collected)
-            return
+    def unlink(self):
+        """Stop following the state."""
         self.unmirror()
         self.state.unobserve(self._on_input, names=["sample", "custom", "target", "localization", "conditions"])
         self.state.unobserve(self._region_from_state, names=["region"])
-        super().close()
+        super().unlink()
 
     # ----------------------------------------------------------------------------------------------- observers
 

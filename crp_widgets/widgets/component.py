@@ -53,6 +53,16 @@ class Scheduled(traitlets.HasTraits):
         self._stale = False
         self.observe(self._on_active, names=["active"])
 
+    def close(self):
+        """Stop following the shared state (:meth:`unlink`), then close the widget; closing it again does nothing."""
+        if self.comm is None:  # closed already (ipywidgets closes a widget again when it is collected)
+            return
+        self.unlink()
+        super().close()
+
+    def unlink(self):
+        """Stop following the shared state and the session (views that follow them extend it)."""
+
     def refresh(self):
         """Compute every view of the widget from the current state (called when a hidden widget is shown again).
 
@@ -250,12 +260,9 @@ class Component(Scheduled, anywidget.AnyWidget):
 
         return view_code(self)
 
-    def close(self):
-        """Stop following the state for the code panel, then close the widget."""
-        if self.comm is None:  # closed already (ipywidgets closes a widget again when it is collected)
-            return
+    def unlink(self):
+        """Stop following the state for the code panel."""
         self.state.unobserve(self._code_changed)
-        super().close()
 
     def _on_code_message(self, _, content, buffers):
         """``{"type": "code", "open": bool}``: the code panel opened (write the code) or closed."""

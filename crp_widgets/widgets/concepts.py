@@ -289,9 +289,7 @@ class UserConceptView(Component):
                     break
         return found
 
-    def close(self):
-        """Unlink from the state and close the widget."""
-        if self.comm is None:  # closed already (ipywidgets closes a widget again when it is collected)
-            return
+    def unlink(self):
+        """Stop following the state."""
         self._link.unlink()
-        super().close()
+        super().unlink()

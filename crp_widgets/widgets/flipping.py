@@ -278,13 +278,11 @@ class DecisionView(Panel):
         finally:
             self._quiet = False
 
-    def close(self):
-        """Stop following the shared state, then close the widget."""
-        if self.comm is None:  # closed already (ipywidgets closes a widget again when it is collected)
-            return
+    def unlink(self):
+        """Stop following the shared state."""
         self.state.unobserve(self._follow[0], names=["sample", "custom", "target", "layer"])
         self.state.unobserve(self._follow[1], names=["channel"])
-        super().close()
+        super().unlink()
 
     # --------------------------------------------------------------------------------------------------- compute
 

@@ -191,15 +191,13 @@ class ReferenceGallery(Component):
         key = ("gallery", str(store.path), store.manifest.get("tables"), store.samples, *request)
         self.schedule("tiles", key, lambda: self._compute(store, *request), self._apply)
 
-    def close(self):
-        """Stop polling the store, unlink from the state and close the widget."""
-        if self.comm is None:  # closed already (ipywidgets closes a widget again when it is collected)
-            return
+    def unlink(self):
+        """Stop polling the store and following the state."""
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
         self.unmirror()
-        super().close()
+        super().unlink()
 
     # ------------------------------------------------------------------------------------------------ internals
 

@@ -301,13 +301,11 @@ class AttributionGraphView(Component):
         if key not in self.expanded:
             self.expanded = [*self.expanded, key]
 
-    def close(self):
-        """Stop following the shared state, then close the widget."""
-        if self.comm is None:  # closed already (ipywidgets closes a widget again when it is collected)
-            return
+    def unlink(self):
+        """Stop following the shared state."""
         self.state.unobserve(self._on_focus, names=["layer", "channel"])
         self.state.unobserve(self._on_input, names=["sample", "custom", "target"])
-        super().close()
+        super().unlink()
 
     def _node(self, layer, channel):
         key = (str(layer), int(channel))

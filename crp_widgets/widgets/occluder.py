@@ -178,12 +178,12 @@ class GlobalImportanceView(Panel):
         )  # fmt: skip
         self.figure.add_class("crpw-occluder-figure")
 
-    def close(self):
-        """Stop following the shared state, then close the widget."""
+    def unlink(self):
+        """Stop following the shared state."""
         self.state.unobserve(self._follow[0], names=["layer"])
         self.state.unobserve(self._follow[1], names=["channel"])
         self.state.unobserve(self._follow[2], names=["sample", "custom"])
-        super().close()
+        super().unlink()
 
     # --------------------------------------------------------------------------------------------------- compute
 
