@@ -74,6 +74,18 @@ class _Watched(torch.nn.Module):
         return torch.relu(self.conv(x))
 
 
+def _thread(function, errors):
+    """A thread running ``function``; what it raises goes to ``errors`` (for the test's assertion)."""
+
+    def run():
+        try:
+            function()
+        except Exception as error:
+            errors.append(error)
+
+    return threading.Thread(target=run)
+
+
 def test_tracing_waits_for_other_threads_passes():
     """torch.fx patches ``torch.nn.Module.__call__`` for all threads while it traces: a pass running meanwhile in
     another thread would go through the tracer (``NameError: module is not installed as a submodule``), and two
@@ -86,19 +98,10 @@ def test_tracing_waits_for_other_threads_passes():
     running.evaluate(torch.rand(1, 3, 16, 16))  # traced before the race
     traced = CRP(torch.nn.Sequential(_Watched(pause, seen), torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 4)))
 
-    def catch(function):
-        def wrapped():
-            try:
-                function()
-            except Exception as error:  # reported by the assertion below
-                errors.append(error)
-
-        return wrapped
-
-    first = threading.Thread(target=catch(lambda: running.evaluate(torch.rand(1, 3, 16, 16), edits={"4": pause})))
+    first = _thread(lambda: running.evaluate(torch.rand(1, 3, 16, 16), edits={"4": pause}), errors)
     first.start()
     assert pause.inside.wait(10)
-    second = threading.Thread(target=catch(lambda: traced.attribute(torch.rand(3, 16, 16), target=0)))
+    second = _thread(lambda: traced.attribute(torch.rand(3, 16, 16), target=0), errors)
     second.start()
     second.join(1.0)  # the trace waits for the first pass
     pause.release.set()
@@ -120,21 +123,15 @@ def test_passes_and_traces_in_many_threads_agree_with_one_thread():
     results, errors = [], []
 
     def explain():
-        try:
-            for _ in range(6):
-                crp.clear_cache()
-                results.append(crp.attribute(x, target=3, conditions={"4": [1]}).input_relevance)
-        except Exception as error:  # reported by the assertion below
-            errors.append(error)
+        for _ in range(6):
+            crp.clear_cache()
+            results.append(crp.attribute(x, target=3, conditions={"4": [1]}).input_relevance)
 
     def trace():
-        try:
-            for seed in range(1, 4):
-                CRP(small_cnn(seed)).attribute(x, target=1)
-        except Exception as error:  # reported by the assertion below
-            errors.append(error)
+        for seed in range(1, 4):
+            CRP(small_cnn(seed)).attribute(x, target=1)
 
-    threads = [threading.Thread(target=explain) for _ in range(3)] + [threading.Thread(target=trace) for _ in range(2)]
+    threads = [_thread(explain, errors) for _ in range(3)] + [_thread(trace, errors) for _ in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -52,7 +52,7 @@ class Layer:
         raise NotImplementedError
 
     def at_zero(self, parameters, output):
-        """``function(0, parameters)``, shaped like ``output`` (for a linear layer)."""
+        """``function(0, parameters)``, broadcastable to ``output`` (for a linear layer)."""
         raise NotImplementedError
 
 
@@ -94,10 +94,10 @@ class Convolution(Layer):
         )
 
     def at_zero(self, parameters, output):
-        """The bias on every position."""
+        """The bias on every position (a zero scalar without a bias)."""
         bias = parameters.get("bias")
         if bias is None:
-            return torch.zeros_like(output)
+            return output.new_zeros(())
         return bias.reshape(1, -1, *[1] * (output.ndim - 2)).expand_as(output)
 
 
@@ -135,9 +135,9 @@ class Dense(Layer):
         return grad @ parameters["weight"]
 
     def at_zero(self, parameters, output):
-        """The bias for every input row."""
+        """The bias for every input row (a zero scalar without a bias)."""
         bias = parameters.get("bias")
-        return torch.zeros_like(output) if bias is None else bias.expand_as(output)
+        return output.new_zeros(()) if bias is None else bias.expand_as(output)
 
 
 class BatchNorm(Layer):

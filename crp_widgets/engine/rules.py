@@ -250,10 +250,9 @@ class ZennitRule(Rule):
             branch_input = input_modifier(input)
             parameters = self.parameters(index, param_modifier)
             if self.skips_zeros and not bool(branch_input.any()):
-                # neither its input nor (without a bias) its output is kept: a zero scalar takes their places
+                # its input is not kept: a zero scalar takes its place
                 zero = input.new_zeros(())
-                at_zero = zero if parameters.get("bias") is None else self.layer.at_zero(parameters, output)
-                branches.append(Branch(zero, parameters, at_zero, zero=True))
+                branches.append(Branch(zero, parameters, self.layer.at_zero(parameters, output), zero=True))
             elif branch_input is input and _same(parameters, plain) and output_modifier(output) is output:
                 branches.append(self._branch(branch_input, parameters, output_modifier, output))
             else:
@@ -277,6 +276,8 @@ class ZennitRule(Rule):
         if state.branches is None:
             state.branches = self.branches(state)
         branches = state.branches
+        if all(branch.zero for branch in branches):
+            return (torch.zeros_like(state.input),)
         mapped = self._map(state, relevance)
         gradients = []
         for branch, grad in zip(branches, mapped):
@@ -287,8 +288,6 @@ class ZennitRule(Rule):
             else:
                 gradients.append(self.layer.transpose(branch.input, branch.parameters, grad))
         inputs = [branch.input.detach() if branch.local else branch.input for branch in branches]
-        if all(branch.zero for branch in branches):
-            return (torch.zeros_like(state.input),)
         return (self.hook.reducer(inputs, gradients),)
 
     def _map(self, state, relevance):
